@@ -1,0 +1,556 @@
+"""Block and anonymise a person in SAP S/4HANA through API_BUSINESS_PARTNER.
+
+A business partner cannot be deleted here: ``A_BusinessPartner`` and
+``A_Customer`` are ``sap:deletable="false"``, and §257 HGB / §147 AO keep books
+and records for ten years from the end of the calendar year. So the honest
+outcome is *retained*: the partner gets SAP's central block and the customer's
+posting, order, delivery and billing blocks; its names, search term and birth
+date and its addresses are overwritten with a neutral placeholder that owes
+nothing to the old values; its e-mail and phone entries are deleted. SAP's ILM
+destroys the blocked record when the retention period ends; posted documents
+keep their own name snapshots and are outside this API.
+
+Kept on purpose: ``Country`` (ILM retention rules are set per country) and
+``BusinessPartnerIDByExtSystem`` (the Salesforce id that ties the retained
+record to the request's lineage; it says nothing once Salesforce has erased
+the person).
+
+Every write carries the CSRF token of the client's session, fetched once and
+fetched again when SAP answers 403 ``x-csrf-token: Required``. Updates carry
+``If-Match``; a 412 re-reads the entity's etag and retries once. The partner
+PATCH goes last, so a run cut short leaves the partner looking untouched and
+the next run completes it, while a partner already blocked and anonymised is
+skipped: erase is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
+from lethe.errors import (
+    ConfigError,
+    ConnectorError,
+    InputError,
+    TransientConnectorError,
+)
+from lethe.identity import normalize_email
+
+__all__ = ["SapBusinessPartnerConnector"]
+
+logger = logging.getLogger(__name__)
+
+DATASET = "A_BusinessPartner"
+PLACEHOLDER = "ERASED"
+_EXPAND = (
+    "to_BusinessPartnerAddress/to_EmailAddress,"
+    "to_BusinessPartnerAddress/to_PhoneNumber,to_Customer"
+)
+_PARTNER_CHANGES: dict[str, Any] = {
+    "FirstName": PLACEHOLDER,
+    "LastName": PLACEHOLDER,
+    "BusinessPartnerFullName": PLACEHOLDER,
+    "SearchTerm1": PLACEHOLDER,
+    "BirthDate": None,
+    "BusinessPartnerIsBlocked": True,
+}
+_ADDRESS_CHANGES: dict[str, Any] = {
+    "FullName": PLACEHOLDER,
+    "StreetName": PLACEHOLDER,
+    "HouseNumber": "",
+    "PostalCode": "",
+    "CityName": PLACEHOLDER,
+}
+_COMMUNICATION = ("to_EmailAddress", "to_PhoneNumber")
+_FILTER_CHUNK = 15
+
+
+class SapBusinessPartnerConnector:
+    """One S/4HANA system, reached through its API_BUSINESS_PARTNER service root."""
+
+    capabilities = Capabilities(anonymise=True, hard_delete=False, batch_cap=200)
+
+    def __init__(
+        self,
+        *,
+        system: str,
+        base_url: str,
+        username: str,
+        password: str,
+        retention_years: int = 10,
+        retention_basis: str = "HGB §257(1) / AO §147(1): books and records",
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        block_reason: str = "01",
+    ) -> None:
+        self.system = system
+        self.retention_years = retention_years
+        self.retention_basis = retention_basis
+        self._timeout = timeout
+        self._customer_changes = {
+            "PostingIsBlocked": True,
+            "OrderIsBlockedForCustomer": block_reason,
+            "DeliveryIsBlocked": block_reason,
+            "BillingIsBlockedForCustomer": block_reason,
+        }
+        self._root = httpx.URL(base_url.rstrip("/") + "/")
+        self._client = httpx.Client(
+            base_url=self._root,
+            auth=(username, password),
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+        self._token: str | None = None
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- resolution --------------------------------------------------------------
+
+    def find_partners(
+        self, *, ext_ids: Sequence[str] = (), emails: Sequence[str] = ()
+    ) -> list[str]:
+        """Partner ids whose external id or any e-mail entry matches."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(ext_ids))):
+            where = " or ".join(
+                f"BusinessPartnerIDByExtSystem eq {_literal(x)}" for x in chunk
+            )
+            params = {"$filter": where, "$select": "BusinessPartner"}
+            rows = self._collect(DATASET, params, op="find partners by external id")
+            found |= {row["BusinessPartner"] for row in rows}
+        address_ids = self._addresses_with_emails({normalize_email(e) for e in emails})
+        for chunk in _chunks(sorted(address_ids)):
+            where = " or ".join(f"AddressID eq {_literal(a)}" for a in chunk)
+            params = {"$filter": where, "$select": "BusinessPartner,AddressID"}
+            rows = self._collect(
+                "A_BusinessPartnerAddress", params, op="find partners by address"
+            )
+            found |= {row["BusinessPartner"] for row in rows}
+        return sorted(found)
+
+    def _addresses_with_emails(self, wanted: set[str]) -> set[str]:
+        # EmailAddress eq is case-sensitive in SAP; SearchEmailAddress holds the
+        # upper-cased first 20 characters, so both are asked and the full
+        # address is compared in lethe's one normalisation.
+        found: set[str] = set()
+        for chunk in _chunks(sorted(wanted)):
+            where = " or ".join(
+                f"EmailAddress eq {_literal(e)} or "
+                f"SearchEmailAddress eq {_literal(e.upper()[:20])}"
+                for e in chunk
+            )
+            params = {"$filter": where, "$select": "AddressID,EmailAddress"}
+            rows = self._collect(
+                "A_AddressEmailAddress", params, op="find partners by e-mail"
+            )
+            found |= {r["AddressID"] for r in rows if _same_email(r, wanted)}
+        return found
+
+    # -- the connector contract ------------------------------------------------------
+
+    def locate(self, keys: Keys) -> Located:
+        """How many of the partners still carry personal data."""
+        partners = [self._read_partner(bp) for bp in self._partner_ids(keys)]
+        count = sum(1 for p in partners if p is not None and not self._is_done(p))
+        return Located(counts={DATASET: count})
+
+    def erase(self, keys: Keys, *, idempotency_key: str) -> Outcome:
+        """Block and anonymise each partner; retained under the legal basis."""
+        ids = self._partner_ids(keys)
+        results = [self._erase_partner(bp) for bp in ids]
+        changed, missing = results.count("changed"), results.count("absent")
+        logger.info(
+            "%s: erase %s: %d partner(s) blocked and anonymised, %d already were, "
+            "%d not found",
+            self.system,
+            idempotency_key,
+            changed,
+            results.count("skipped"),
+            missing,
+        )
+        finished = datetime.now(UTC)
+        if ids and missing == len(ids):
+            return Outcome(
+                status="done",
+                action="already_absent",
+                detail="no business partner found for the keys",
+                finished_at=finished,
+            )
+        detail = "blocked and anonymised"
+        if missing:
+            detail += f"; {missing} partner(s) not found"
+        return Outcome(
+            status="done",
+            action="retained",
+            records_affected=changed,
+            retained_until=date(finished.year + self.retention_years, 12, 31),
+            basis=self.retention_basis,
+            detail=detail,
+            finished_at=finished,
+        )
+
+    def verify(self, keys: Keys) -> Evidence:
+        """Re-read every partner: blocked, anonymised, no e-mail or phone left."""
+        ids = self._partner_ids(keys)
+        partners = [p for p in map(self._read_partner, ids) if p is not None]
+        observed = {
+            "partners": len(ids),
+            "missing": len(ids) - len(partners),
+            "blocked": sum(1 for p in partners if p.get("BusinessPartnerIsBlocked")),
+            "anonymised": sum(1 for p in partners if _is_anonymised(p)),
+            "emails": sum(_count(p, "to_EmailAddress") for p in partners),
+            "phones": sum(_count(p, "to_PhoneNumber") for p in partners),
+            "customers_unblocked": sum(
+                1 for p in partners if not self._customer_blocked(p)
+            ),
+        }
+        problems = _problems(observed)
+        return Evidence(
+            verified=not problems,
+            observed=observed,
+            checked_at=datetime.now(UTC),
+            detail="; ".join(problems),
+        )
+
+    # -- one partner -------------------------------------------------------------
+
+    def _erase_partner(self, bp: str) -> str:
+        partner = self._read_partner(bp)
+        if partner is None:
+            return "absent"
+        if self._is_done(partner):
+            return "skipped"
+        for address in _results(partner, "to_BusinessPartnerAddress"):
+            for nav in _COMMUNICATION:
+                for entry in _results(address, nav):
+                    self._delete_entry(_entity_set(entry), entry)
+            self._update(address, _ADDRESS_CHANGES, op="anonymise address")
+        customer = partner.get("to_Customer")
+        if customer:
+            self._update(customer, self._customer_changes, op="block customer")
+        self._update(partner, _PARTNER_CHANGES, op="block and anonymise partner")
+        return "changed"
+
+    def _is_done(self, partner: Mapping[str, Any]) -> bool:
+        if not (partner.get("BusinessPartnerIsBlocked") and _is_anonymised(partner)):
+            return False
+        entries = _count(partner, "to_EmailAddress") + _count(partner, "to_PhoneNumber")
+        return entries == 0 and self._customer_blocked(partner)
+
+    def _customer_blocked(self, partner: Mapping[str, Any]) -> bool:
+        customer = partner.get("to_Customer")
+        if not customer:
+            return True
+        return all(customer.get(f) == v for f, v in self._customer_changes.items())
+
+    def _read_partner(self, bp: str) -> dict[str, Any] | None:
+        path = _path(DATASET, {"BusinessPartner": bp})
+        response = self._send(
+            "GET", path, op="read partner", params={"$expand": _EXPAND}
+        )
+        if response.status_code == 404 and _is_odata_error(response):
+            return None
+        self._raise_for(response, "read partner")
+        return _payload(response, self.system, "read partner")
+
+    def _update(
+        self, entity: Mapping[str, Any], changes: Mapping[str, Any], *, op: str
+    ) -> None:
+        path = _path(_entity_set(entity), _keys_of(entity))
+        etag = entity.get("__metadata", {}).get("etag", "*")
+        response = self._write("PATCH", path, op=op, json=changes, if_match=etag)
+        if response.status_code != 412:
+            return
+        logger.info("%s: %s met a changed entity; re-reading once", self.system, op)
+        fresh = self._send("GET", path, op=op)
+        self._raise_for(fresh, op)
+        etag = _payload(fresh, self.system, op).get("__metadata", {}).get("etag", "*")
+        response = self._write("PATCH", path, op=op, json=changes, if_match=etag)
+        if response.status_code == 412:
+            raise ConnectorError(
+                f"{self.system}: {op} answered HTTP 412 twice: the entity keeps "
+                "changing in SAP; retry later or check for a competing job",
+                status=412,
+            )
+
+    def _delete_entry(self, entity_set: str, entry: Mapping[str, Any]) -> None:
+        path = _path(entity_set, _keys_of(entry))
+        op = "delete communication entry"
+        response = self._write("DELETE", path, op=op)
+        if response.status_code == 404 and _is_odata_error(response):
+            return  # gone already: a second run after a partial first one
+
+    # -- HTTP ----------------------------------------------------------------------
+
+    def _write(
+        self,
+        method: str,
+        path: str,
+        *,
+        op: str,
+        json: Mapping[str, Any] | None = None,
+        if_match: str | None = None,
+    ) -> httpx.Response:
+        headers = {"If-Match": if_match} if if_match else {}
+        for attempt in (1, 2):
+            headers["x-csrf-token"] = self._csrf_token()
+            response = self._send(method, path, op=op, json=json, headers=headers)
+            if not (_csrf_required(response) and attempt == 1):
+                break
+            self._token = None
+        if response.status_code in (404, 412) and _is_odata_error(response):
+            return response
+        self._raise_for(response, op)
+        return response
+
+    def _csrf_token(self) -> str:
+        if self._token is None:
+            op = "fetch CSRF token"
+            response = self._send("GET", "", op=op, headers={"x-csrf-token": "Fetch"})
+            self._raise_for(response, op)
+            token = response.headers.get("x-csrf-token", "")
+            if not token or token.lower() == "required":
+                raise ConnectorError(
+                    f"{self.system}: {op} got no token; check that the service "
+                    "root is API_BUSINESS_PARTNER and CSRF protection is standard",
+                    status=response.status_code,
+                )
+            self._token = token
+        return self._token
+
+    def _collect(
+        self, entity_set: str, params: Mapping[str, str], *, op: str
+    ) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        url: str | httpx.URL | None = entity_set
+        query: Mapping[str, str] | None = params
+        while url is not None:
+            response = self._send("GET", url, op=op, params=query)
+            self._raise_for(response, op)
+            page = _payload(response, self.system, op)
+            rows.extend(page.get("results", []))
+            url, query = self._next_link(page.get("__next"), op), None
+        return rows
+
+    def _next_link(self, link: str | None, op: str) -> httpx.URL | None:
+        if not link:
+            return None
+        url = self._root.join(link)
+        if (url.scheme, url.host, url.port) != (
+            self._root.scheme,
+            self._root.host,
+            self._root.port,
+        ):
+            raise ConnectorError(
+                f"{self.system}: {op} was given a next-page link to another host; "
+                "check base_url against the host SAP reports"
+            )
+        return url
+
+    def _send(
+        self, method: str, url: str | httpx.URL, *, op: str, **options: Any
+    ) -> httpx.Response:
+        try:
+            return self._client.request(method, url, **options)
+        except httpx.TimeoutException:
+            raise TransientConnectorError(
+                f"{self.system}: {op} timed out after {self._timeout:g} s; "
+                "retry later or raise the timeout"
+            ) from None
+        except httpx.TransportError as exc:
+            raise TransientConnectorError(
+                f"{self.system}: {op} could not reach SAP ({type(exc).__name__}); "
+                "check base_url and the network"
+            ) from None
+
+    def _raise_for(self, response: httpx.Response, op: str) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        prefix = f"{self.system}: {op} answered HTTP {status}"
+        if status == 429 or status >= 500:
+            raise TransientConnectorError(
+                f"{prefix}; SAP is busy or failing, retry later",
+                status=status,
+                retry_after=_retry_after(response),
+            )
+        if status == 401:
+            raise ConfigError(f"{prefix}; check username and password")
+        if status == 404 and not _is_odata_error(response):
+            raise ConfigError(
+                f"{prefix} without an OData error; check base_url, which must be "
+                "the API_BUSINESS_PARTNER service root"
+            )
+        if status == 403:
+            raise ConnectorError(
+                f"{prefix}; check the communication user's authorisations "
+                "(scenario SAP_COM_0008)",
+                status=status,
+            )
+        raise ConnectorError(
+            f"{prefix}; check the API version against $metadata", status=status
+        )
+
+    def _partner_ids(self, keys: Keys) -> list[str]:
+        unknown = sorted(set(keys) - {DATASET})
+        if unknown:
+            raise ConfigError(
+                f"{self.system}: datasets {', '.join(unknown)} are not served by "
+                f"this connector; use {DATASET}"
+            )
+        ids = list(dict.fromkeys(keys.get(DATASET, ())))
+        if any(not isinstance(bp, str) or not 0 < len(bp) <= 10 for bp in ids):
+            raise InputError(
+                f"{self.system}: a business partner key must be 1 to 10 characters"
+            )
+        return ids
+
+
+def _literal(value: str) -> str:
+    """An OData string literal: single quotes, an inner quote doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _path(entity_set: str, keys: Mapping[str, str]) -> str:
+    if len(keys) == 1:
+        predicate = _literal(next(iter(keys.values())))
+    else:
+        predicate = ",".join(f"{k}={_literal(v)}" for k, v in keys.items())
+    return f"{entity_set}({quote(predicate, safe=chr(39) + '=,')})"
+
+
+_KEYS = {
+    "A_BusinessPartner": ("BusinessPartner",),
+    "A_BusinessPartnerAddress": ("BusinessPartner", "AddressID"),
+    "A_AddressEmailAddress": ("AddressID", "Person", "OrdinalNumber"),
+    "A_AddressPhoneNumber": ("AddressID", "Person", "OrdinalNumber"),
+    "A_Customer": ("Customer",),
+}
+
+
+def _entity_set(entity: Mapping[str, Any]) -> str:
+    kind = str(entity.get("__metadata", {}).get("type", ""))
+    name = kind.rpartition(".")[2].removesuffix("Type")
+    if name not in _KEYS:
+        raise ConnectorError(
+            f"SAP returned an entity of unexpected type {name or '?'}; "
+            "check the API version against $metadata"
+        )
+    return name
+
+
+def _keys_of(entity: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(entity[k]) for k in _KEYS[_entity_set(entity)]}
+
+
+def _results(entity: Mapping[str, Any], nav: str) -> list[dict[str, Any]]:
+    value = entity.get(nav) or {}
+    return list(value.get("results", [])) if isinstance(value, dict) else list(value)
+
+
+def _count(partner: Mapping[str, Any], nav: str) -> int:
+    return sum(
+        len(_results(a, nav)) for a in _results(partner, "to_BusinessPartnerAddress")
+    )
+
+
+def _is_anonymised(partner: Mapping[str, Any]) -> bool:
+    fields = {
+        k: v for k, v in _PARTNER_CHANGES.items() if k != "BusinessPartnerIsBlocked"
+    }
+    if any(partner.get(k) != v for k, v in fields.items()):
+        return False
+    return all(
+        address.get(k) == v
+        for address in _results(partner, "to_BusinessPartnerAddress")
+        for k, v in _ADDRESS_CHANGES.items()
+    )
+
+
+def _problems(observed: Mapping[str, int]) -> list[str]:
+    total, problems = observed["partners"], []
+    if observed["missing"]:
+        problems.append(
+            f"{observed['missing']} partner(s) not found: unresolved, check the keys "
+            "or whether ILM has destroyed them"
+        )
+    present = total - observed["missing"]
+    if observed["blocked"] < present:
+        problems.append(f"{present - observed['blocked']} partner(s) not blocked")
+    if observed["anonymised"] < present:
+        problems.append(f"{present - observed['anonymised']} partner(s) not anonymised")
+    if observed["emails"] or observed["phones"]:
+        problems.append("e-mail or phone entries remain")
+    if observed["customers_unblocked"]:
+        problems.append(f"{observed['customers_unblocked']} customer(s) not blocked")
+    return problems
+
+
+def _same_email(row: Mapping[str, Any], wanted: set[str]) -> bool:
+    try:
+        return normalize_email(str(row.get("EmailAddress", ""))) in wanted
+    except InputError:
+        return False
+
+
+def _payload(response: httpx.Response, system: str, op: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("d"), dict):
+        raise ConnectorError(
+            f"{system}: {op} answered HTTP {response.status_code} without OData JSON; "
+            "check base_url and that the service speaks OData V2",
+            status=response.status_code,
+        )
+    return body["d"]
+
+
+def _is_odata_error(response: httpx.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    return isinstance(error, dict) and "code" in error and "message" in error
+
+
+def _csrf_required(response: httpx.Response) -> bool:
+    required = response.headers.get("x-csrf-token", "").lower() == "required"
+    return response.status_code == 403 and required
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def _chunks(items: Iterable[str], size: int = _FILTER_CHUNK) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

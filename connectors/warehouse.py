@@ -1,0 +1,673 @@
+"""SQL warehouse connector (SQLite and PostgreSQL) on SQLAlchemy Core.
+
+A warehouse copy is erased only when the row is gone: soft-delete flags such as
+``is_deleted`` never count, so every dataset is a real ``DELETE``. All datasets
+of one subject go in ONE transaction, ordered from the live foreign-key metadata
+reflected on every run (child tables before the tables they reference). A
+foreign key from a table outside the plan rolls the whole erase back and the
+error names the constraint, so a subject is never left half-erased.
+
+"Deleted" is not "physically gone", so each Outcome says which it is: SQLite
+runs with ``secure_delete`` (freed pages are zeroed) and, in WAL mode, a
+truncating checkpoint; PostgreSQL gets a ``VACUUM`` per touched table.
+
+Keys and other bound values never reach logs or exception text: the engine
+hides parameters, SQL is built from bound parameters and quoted identifiers
+only, and database errors are reduced to their SQLSTATE or SQLite error name
+and the constraint's name before they leave this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import secrets
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    and_,
+    column,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    not_,
+    select,
+    table,
+    tuple_,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.sql import sqltypes
+
+from connectors.base import Action, Capabilities, Evidence, Keys, Located, Outcome
+from lethe.errors import ConfigError, ConnectorError, LetheError
+from lethe.errors import TransientConnectorError as Transient
+
+logger = logging.getLogger(__name__)
+
+BATCH_CAP = 1000
+_SYSTEM_SCHEMAS = frozenset({"information_schema"})
+_EMAIL_COLUMN = re.compile(r"e_?mail", re.IGNORECASE)
+_SQLITE_CONSTRAINT = re.compile(r"^[A-Z ]+ constraint failed(: .{1,200})?$")
+_EPOCH = date(1970, 1, 1)
+
+# PostgreSQL SQLSTATE classes that are worth a retry or point at a setting.
+_PG_TRANSIENT = ("08", "40", "53", "57", "55P03")
+_PG_CONFIG = ("28", "3D", "3F", "42")
+_SQLITE_TRANSIENT = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+
+Ident = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class _DatasetConfig:
+    schema: str | None
+    table: str
+    key_column: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}" if self.schema else self.table
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One dataset of the plan, reflected: its table, key column and keys."""
+
+    dataset: str
+    ident: Ident
+    table: Table
+    key: Column[Any]
+    keys: tuple[str, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _ForeignKey:
+    name: str | None
+    child: Ident
+    child_columns: tuple[str, ...]
+    parent: Ident
+    parent_columns: tuple[str, ...]
+
+    def label(self) -> str:
+        child = ".".join(self.child)
+        parent = ".".join(self.parent)
+        return f"{self.name or 'unnamed foreign key'} ({child} -> {parent})"
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _scrubbed(operation: str) -> Callable[[_F], _F]:
+    """Raise only lethe errors, with no database exception chained to them.
+
+    A driver's message can quote the failing row (PostgreSQL's "Failing row
+    contains ..."), so the original exception must not ride along as
+    ``__context__`` into tracebacks, Prefect logs or error reporters.
+    """
+
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def scrubbed(self: WarehouseConnector, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except sa_exc.DBAPIError as exc:
+                error: LetheError = _translate(self.system, operation, exc)
+            except LetheError as exc:
+                error = exc
+            error.__cause__ = error.__context__ = None
+            raise error
+
+        return cast(_F, scrubbed)
+
+    return decorate
+
+
+class WarehouseConnector:
+    """Delete or anonymise a subject's rows in a SQL warehouse and prove it.
+
+    ``tables`` maps each dataset name to ``{"table": ..., "key_column": ...}``;
+    on PostgreSQL ``table`` may be schema-qualified (``"raw.sf_contact"``).
+    """
+
+    def __init__(
+        self,
+        *,
+        system: str,
+        url: str,
+        tables: Mapping[str, Mapping[str, str]],
+        physical_purge: bool = True,
+        statement_timeout_seconds: float = 30.0,
+    ) -> None:
+        if statement_timeout_seconds <= 0:
+            raise ConfigError(f"{system}: statement_timeout_seconds must be > 0")
+        self.system = system
+        self.capabilities = Capabilities(
+            hard_delete=True, anonymise=True, verify_by_read=True, batch_cap=BATCH_CAP
+        )
+        self._tables = _parse_tables(system, tables)
+        self._physical_purge = physical_purge
+        self._engine = _build_engine(system, url, statement_timeout_seconds)
+
+    @_scrubbed("locate")
+    def locate(self, keys: Keys) -> Located:
+        with self._engine.connect() as conn:
+            counts = {t.dataset: _count(conn, t) for t in self._targets(conn, keys)}
+        return Located(counts=counts)
+
+    @_scrubbed("erase")
+    def erase(self, keys: Keys, *, idempotency_key: str) -> Outcome:
+        deleted = self._delete_all(keys)
+        total = sum(n for _, n in deleted)
+        if total == 0:
+            logger.info("%s: erase %s matched no rows", self.system, idempotency_key)
+            return _outcome("already_absent", 0, "no rows matched; nothing deleted")
+
+        detail = self._purge([t for t, n in deleted if n], verb="deleted")
+        logger.info(
+            "%s: erase %s deleted %d rows in %d datasets; %s",
+            self.system,
+            idempotency_key,
+            total,
+            sum(1 for _, n in deleted if n),
+            detail,
+        )
+        return _outcome("deleted", total, detail)
+
+    @_scrubbed("verify")
+    def verify(self, keys: Keys) -> Evidence:
+        with self._engine.connect() as conn:
+            counts = {t.dataset: _count(conn, t) for t in self._targets(conn, keys)}
+        remaining = sum(counts.values())
+        detail = (
+            "no rows for the keys in any dataset (delete flags ignored)"
+            if remaining == 0
+            else f"{remaining} rows remain (delete flags ignored)"
+        )
+        return Evidence(
+            verified=remaining == 0,
+            observed=counts,
+            checked_at=datetime.now(UTC),
+            detail=detail,
+        )
+
+    @_scrubbed("anonymise")
+    def anonymise(
+        self,
+        keys: Keys,
+        columns: Mapping[str, Sequence[str]],
+        *,
+        idempotency_key: str,
+    ) -> Outcome:
+        """Overwrite the named columns of the subject's rows with placeholders.
+
+        Each placeholder comes from the column's reflected type, length and
+        nullability and is random per run, never derived from the old value.
+        The rows stay, so ``verify`` still counts them: it proves absence only.
+        """
+        updated = self._update_all(keys, columns)
+        total = sum(n for _, n in updated)
+        if total == 0:
+            return _outcome("already_absent", 0, "no rows matched; nothing changed")
+
+        detail = self._purge([t for t, n in updated if n], verb="anonymised")
+        logger.info(
+            "%s: anonymise %s changed %d rows; %s",
+            self.system,
+            idempotency_key,
+            total,
+            detail,
+        )
+        return _outcome("anonymised", total, detail)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- one transaction each ------------------------------------------------
+
+    def _delete_all(self, keys: Keys) -> list[tuple[Table, int]]:
+        targets: list[_Target] = []
+        fks: list[_ForeignKey] = []
+        try:
+            with self._engine.begin() as conn:
+                targets = self._targets(conn, keys)
+                fks = _foreign_keys(conn, {t.ident for t in targets})
+                order = _delete_order(targets, fks)
+                logger.debug(
+                    "%s: delete order %s", self.system, [t.dataset for t in order]
+                )
+                return [(t.table, _delete(conn, t)) for t in order]
+        except sa_exc.IntegrityError as exc:
+            raise self._blocked(exc, targets, fks) from None
+
+    def _update_all(
+        self, keys: Keys, columns: Mapping[str, Sequence[str]]
+    ) -> list[tuple[Table, int]]:
+        wanted = {dataset: keys.get(dataset, ()) for dataset in columns}
+        current = ""
+        try:
+            with self._engine.begin() as conn:
+                done = []
+                for target in self._targets(conn, wanted):
+                    current = target.dataset
+                    values = self._placeholders(target, columns[target.dataset])
+                    done.append((target.table, _update(conn, target, values)))
+                return done
+        except sa_exc.IntegrityError as exc:
+            raise ConnectorError(
+                f"{self.system}: anonymise rolled back, nothing was changed; "
+                f"{_constraint(exc)} rejects the placeholder in dataset "
+                f"{current!r}; make the column nullable, relax the constraint or "
+                "plan another action for it"
+            ) from None
+
+    # -- reflection ----------------------------------------------------------
+
+    def _targets(self, conn: Connection, keys: Keys) -> list[_Target]:
+        default = inspect(conn).default_schema_name or ""
+        metadata = MetaData()
+        targets = []
+        for dataset, values in keys.items():
+            config = self._config(dataset)
+            found = self._reflect(conn, metadata, dataset, config)
+            targets.append(
+                _Target(
+                    dataset=dataset,
+                    ident=(config.schema or default, config.table),
+                    table=found,
+                    key=found.c[config.key_column],
+                    keys=tuple(dict.fromkeys(values)),
+                )
+            )
+        return targets
+
+    def _config(self, dataset: str) -> _DatasetConfig:
+        if dataset not in self._tables:
+            raise ConfigError(
+                f"{self.system}: dataset {dataset!r} is not configured; add it to "
+                "the system's tables setting"
+            )
+        return self._tables[dataset]
+
+    def _reflect(
+        self,
+        conn: Connection,
+        metadata: MetaData,
+        dataset: str,
+        config: _DatasetConfig,
+    ) -> Table:
+        try:
+            found = Table(
+                config.table,
+                metadata,
+                schema=config.schema,
+                autoload_with=conn,
+                resolve_fks=False,
+            )
+        except sa_exc.NoSuchTableError:
+            raise ConfigError(
+                f"{self.system}: table {config.qualified!r} of dataset {dataset!r} "
+                "does not exist; check tables[...]['table']"
+            ) from None
+        if config.key_column not in found.c:
+            raise ConfigError(
+                f"{self.system}: table {config.qualified!r} has no column "
+                f"{config.key_column!r}; check tables[...]['key_column']"
+            )
+        return found
+
+    def _placeholders(self, target: _Target, names: Sequence[str]) -> dict[str, Any]:
+        missing = [name for name in names if name not in target.table.c]
+        if not names or missing:
+            raise ConfigError(
+                f"{self.system}: dataset {target.dataset!r} lacks the anonymise "
+                f"column(s) {', '.join(missing) or '(none named)'}; check columns"
+            )
+        return {name: self._placeholder(target.table.c[name]) for name in names}
+
+    def _placeholder(self, col: Column[Any]) -> Any:
+        try:
+            return _placeholder(col)
+        except ValueError as exc:
+            raise ConfigError(f"{self.system}: {exc}") from None
+
+    # -- after the commit ----------------------------------------------------
+
+    def _purge(self, tables: Sequence[Table], *, verb: str) -> str:
+        try:
+            if self._engine.dialect.name == "sqlite":
+                return f"rows {verb}; {self._purge_sqlite()}"
+            return f"rows {verb}; {self._vacuum(tables)}"
+        except sa_exc.DBAPIError as exc:
+            logger.warning(
+                "%s: purge failed after commit (%s)", self.system, _code(exc)
+            )
+            return f"rows {verb}; physical purge not run (failed: {_code(exc)})"
+
+    def _purge_sqlite(self) -> str:
+        with self._engine.connect() as conn:
+            secure = conn.exec_driver_sql("PRAGMA secure_delete").scalar()
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+            if not secure:
+                return "secure_delete is off, freed pages NOT zeroed"
+            if mode != "wal":
+                return "freed pages zeroed (SQLite secure_delete)"
+            if not self._physical_purge:
+                return "freed pages zeroed in the WAL only; checkpoint not run"
+            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+        if busy:
+            return "freed pages zeroed in the WAL only; checkpoint blocked by a reader"
+        return "freed pages zeroed (SQLite secure_delete); WAL checkpointed"
+
+    def _vacuum(self, tables: Sequence[Table]) -> str:
+        if not self._physical_purge:
+            return "VACUUM not run"
+
+        quote = self._engine.dialect.identifier_preparer.format_table
+        with self._engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            for name in dict.fromkeys(quote(t) for t in tables):
+                conn.exec_driver_sql(f"VACUUM {name}")
+        return "VACUUM run"
+
+    # -- errors --------------------------------------------------------------
+
+    def _blocked(
+        self,
+        exc: sa_exc.IntegrityError,
+        targets: Sequence[_Target],
+        fks: Sequence[_ForeignKey],
+    ) -> ConnectorError:
+        blockers = self._blockers(exc, targets, fks)
+        named = ", ".join(blockers) if blockers else _constraint(exc)
+        return ConnectorError(
+            f"{self.system}: erase rolled back, nothing was deleted; blocked by "
+            f"{named}; add the referencing table to the plan or resolve its rows "
+            "first"
+        )
+
+    def _blockers(
+        self,
+        exc: sa_exc.IntegrityError,
+        targets: Sequence[_Target],
+        fks: Sequence[_ForeignKey],
+    ) -> list[str]:
+        diag = getattr(exc.orig, "diag", None)
+        name = getattr(diag, "constraint_name", None)
+        if name:
+            return [fk.label() for fk in fks if fk.name == name] or [name]
+        try:
+            with self._engine.connect() as conn:
+                return [fk.label() for fk in fks if _blocks(conn, fk, targets)]
+        except sa_exc.DBAPIError:
+            return [fk.label() for fk in fks]
+
+
+# -- statements --------------------------------------------------------------
+
+
+def _chunks(values: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    for start in range(0, len(values), BATCH_CAP):
+        yield values[start : start + BATCH_CAP]
+
+
+def _count(conn: Connection, target: _Target) -> int:
+    query = select(func.count()).select_from(target.table)
+    return sum(
+        conn.execute(query.where(target.key.in_(chunk))).scalar_one()
+        for chunk in _chunks(target.keys)
+    )
+
+
+def _delete(conn: Connection, target: _Target) -> int:
+    statement = delete(target.table)
+    return sum(
+        conn.execute(statement.where(target.key.in_(chunk))).rowcount
+        for chunk in _chunks(target.keys)
+    )
+
+
+def _update(conn: Connection, target: _Target, values: Mapping[str, Any]) -> int:
+    statement = update(target.table).values(dict(values))
+    return sum(
+        conn.execute(statement.where(target.key.in_(chunk))).rowcount
+        for chunk in _chunks(target.keys)
+    )
+
+
+def _foreign_keys(conn: Connection, parents: set[Ident]) -> list[_ForeignKey]:
+    """Every foreign key in the database that references one of ``parents``."""
+    inspector = inspect(conn)
+    default = inspector.default_schema_name or ""
+    found = []
+    for schema in inspector.get_schema_names():
+        if schema in _SYSTEM_SCHEMAS:
+            continue
+        for (_, name), fks in inspector.get_multi_foreign_keys(schema=schema).items():
+            for fk in fks:
+                parent = (fk["referred_schema"] or default, fk["referred_table"])
+                if parent not in parents:
+                    continue
+                found.append(
+                    _ForeignKey(
+                        name=fk["name"],
+                        child=(schema, name),
+                        child_columns=tuple(fk["constrained_columns"]),
+                        parent=parent,
+                        parent_columns=tuple(fk["referred_columns"]),
+                    )
+                )
+    return found
+
+
+def _delete_order(
+    targets: Sequence[_Target], fks: Sequence[_ForeignKey]
+) -> list[_Target]:
+    """Targets with every referencing target first; plan order otherwise.
+
+    In a cycle the first remaining target goes next and the database decides:
+    if its rows are still referenced, the transaction rolls back.
+    """
+    by_table: dict[Ident, list[str]] = {}
+    for target in targets:
+        by_table.setdefault(target.ident, []).append(target.dataset)
+    waits: dict[str, set[str]] = {target.dataset: set() for target in targets}
+    for fk in fks:
+        if fk.child == fk.parent:
+            continue
+        for parent in by_table.get(fk.parent, []):
+            waits[parent].update(by_table.get(fk.child, []))
+
+    ordered: list[_Target] = []
+    remaining = list(targets)
+    while remaining:
+        done = {target.dataset for target in ordered}
+        ready = [t for t in remaining if waits[t.dataset] <= done]
+        ordered.append(ready[0] if ready else remaining[0])
+        remaining.remove(ordered[-1])
+    return ordered
+
+
+def _blocks(conn: Connection, fk: _ForeignKey, targets: Sequence[_Target]) -> bool:
+    """Whether rows the plan leaves in place still reference the subject's rows."""
+    parent = next(t for t in targets if t.ident == fk.parent)
+    planned = [t for t in targets if t.ident == fk.child]
+    names = dict.fromkeys([*fk.child_columns, *(t.key.name for t in planned)])
+    child = table(fk.child[1], *map(column, names), schema=fk.child[0])
+    refs = tuple_(*(child.c[name] for name in fk.child_columns))
+    referenced = [parent.table.c[name] for name in fk.parent_columns]
+    for chunk in _chunks(parent.keys):
+        subject_rows = select(*referenced).where(parent.key.in_(chunk))
+        condition: ColumnElement[bool] = refs.in_(subject_rows)
+        for other in planned:
+            condition = and_(condition, not_(child.c[other.key.name].in_(other.keys)))
+        query = select(func.count()).select_from(child).where(condition)
+        if conn.execute(query).scalar_one():
+            return True
+    return False
+
+
+# -- placeholders --------------------------------------------------------------
+
+
+def _placeholder(col: Column[Any]) -> Any:
+    """A value the column accepts that carries nothing of the original."""
+    kind = col.type
+    if col.nullable:
+        return None
+    if isinstance(kind, sqltypes.Enum) and kind.enums:
+        return kind.enums[0]
+    if isinstance(kind, sqltypes.String):
+        return _text_placeholder(col.name, kind.length)
+    if isinstance(kind, sqltypes.Boolean):
+        return False
+    if isinstance(kind, sqltypes.Integer | sqltypes.Numeric):
+        return 0
+    if isinstance(kind, sqltypes.DateTime):
+        return datetime(1970, 1, 1, tzinfo=UTC if kind.timezone else None)
+    if isinstance(kind, sqltypes.Date):
+        return _EPOCH
+    if isinstance(kind, sqltypes.Time):
+        return time(0)
+    if isinstance(kind, sqltypes.Uuid):
+        return uuid.uuid4()
+    raise ValueError(
+        f"column {col.name!r} ({kind}) is NOT NULL and has no placeholder; make it "
+        "nullable or leave it out of the anonymise columns"
+    )
+
+
+def _text_placeholder(name: str, length: int | None) -> str:
+    token = secrets.token_hex(8)
+    if not _EMAIL_COLUMN.search(name):
+        return f"erased-{token}"[:length]
+
+    for email in (f"erased-{token[:8]}@invalid.example", f"{token[:8]}@x.invalid"):
+        if length is None or len(email) <= length:
+            return email
+    raise ValueError(
+        f"column {name!r} holds at most {length} characters, too few for a "
+        "placeholder e-mail address; widen it or make it nullable"
+    )
+
+
+# -- engine, configuration, errors ----------------------------------------------
+
+
+def _parse_tables(
+    system: str, tables: Mapping[str, Mapping[str, str]]
+) -> dict[str, _DatasetConfig]:
+    parsed = {}
+    for dataset, config in tables.items():
+        if not config.get("table") or not config.get("key_column"):
+            raise ConfigError(
+                f"{system}: dataset {dataset!r} needs 'table' and 'key_column' in "
+                "the tables setting"
+            )
+        schema, _, name = config["table"].rpartition(".")
+        parsed[dataset] = _DatasetConfig(schema or None, name, config["key_column"])
+    return parsed
+
+
+def _build_engine(system: str, url: str, timeout: float) -> Engine:
+    parsed = _parse_url(system, url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        connect_args: dict[str, Any] = {"timeout": timeout}
+    elif backend == "postgresql":
+        connect_args = {
+            "connect_timeout": max(1, math.ceil(timeout)),
+            "options": f"-c statement_timeout={math.ceil(timeout * 1000)}",
+        }
+    else:
+        raise ConfigError(
+            f"{system}: url names a {backend} database; this connector supports "
+            "sqlite and postgresql"
+        )
+    try:
+        engine = create_engine(
+            parsed, echo=False, hide_parameters=True, connect_args=connect_args
+        )
+    except (sa_exc.ArgumentError, ImportError):
+        raise ConfigError(
+            f"{system}: no database driver for {parsed.drivername!r}; check url"
+        ) from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _parse_url(system: str, url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        raise ConfigError(f"{system}: url is not a database URL; check it") from None
+    if parsed.drivername == "postgresql":
+        # The project ships psycopg2; SQLAlchemy 2.1 would default to psycopg 3.
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")
+    cursor.close()
+
+
+def _code(exc: sa_exc.DBAPIError) -> str:
+    """SQLSTATE or SQLite error name: identifies the failure, holds no values."""
+    orig = exc.orig
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlite_errorname", None)
+    return str(code) if code else type(orig).__name__
+
+
+def _constraint(exc: sa_exc.IntegrityError) -> str:
+    """The violated constraint's name, from schema text only."""
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name:
+        return f"constraint {name} on table {getattr(diag, 'table_name', '?')}"
+    message = str(exc.orig)
+    if _SQLITE_CONSTRAINT.match(message):
+        return f"the constraint in '{message}'"
+    return f"a constraint ({_code(exc)})"
+
+
+def _translate(system: str, operation: str, exc: sa_exc.DBAPIError) -> LetheError:
+    code = _code(exc)
+    where = f"{system}: {operation} failed ({code})"
+    if isinstance(exc, sa_exc.IntegrityError):
+        return ConnectorError(f"{where}; {_constraint(exc)} rejected it")
+    if code in _SQLITE_TRANSIENT or code.startswith(_PG_TRANSIENT):
+        return Transient(f"{where}; the database was busy, timed out or dropped")
+    if code == "SQLITE_CANTOPEN" or code.startswith(_PG_CONFIG):
+        return ConfigError(f"{where}; check url, tables and the role's grants")
+    if isinstance(exc, sa_exc.OperationalError) and not code.startswith("SQLITE"):
+        return Transient(f"{where}; could not reach the database, check url")
+    return ConnectorError(f"{where}; check the database log for this statement")
+
+
+def _outcome(action: Action, records: int, detail: str) -> Outcome:
+    return Outcome(
+        status="done",
+        action=action,
+        records_affected=records,
+        detail=detail,
+        finished_at=datetime.now(UTC),
+    )

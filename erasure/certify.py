@@ -1,0 +1,145 @@
+"""Close a request: issue its certificate when every system is verified,
+otherwise mark it incomplete and say which systems are outstanding.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlmodel import select
+
+from erasure import audit
+from erasure.certificate import sign
+from erasure.models import (
+    COMPLETED,
+    DONE,
+    INCOMPLETE,
+    NO_DATA,
+    Certificate,
+    Request,
+    SystemStep,
+)
+from erasure.requests import get, steps_of
+from lethe import ledger
+from lethe.runtime import current
+from lethe.vault import utcnow
+
+CERTIFICATE_VERSION = 1
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (
+        value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+def is_settled(step: SystemStep) -> bool:
+    return step.state == NO_DATA or (step.state == DONE and step.verified)
+
+
+def outcome_label(step: SystemStep) -> str:
+    if step.state == NO_DATA:
+        return "no data held"
+    if step.action == "retained":
+        return f"retained under {step.basis} until {step.retained_until}"
+    return {
+        "deleted": "deleted",
+        "anonymised": "anonymised",
+        "already_absent": "already absent",
+    }.get(step.action or "", step.state)
+
+
+def payload_for(
+    request: Request,
+    steps: list[SystemStep],
+    completed_at: datetime,
+    certificate_id: str,
+) -> dict[str, Any]:
+    return {
+        "certificate_id": certificate_id,
+        "version": CERTIFICATE_VERSION,
+        "issuer": "lethe",
+        "request": {
+            "id": request.id,
+            "type": request.type,
+            "regulation": request.regulation,
+            "received_at": _iso(request.received_at),
+            "deadline": request.deadline.isoformat(),
+            "completed_at": _iso(completed_at),
+        },
+        "subject": {
+            "digest": request.subject_digest,
+            "digest_alg": "HMAC-SHA256",
+            "identity": "email",
+        },
+        "systems": [
+            {
+                "system": step.system,
+                "action": step.action or "none",
+                "outcome": outcome_label(step),
+                "records_affected": step.records_affected,
+                "verification": {
+                    "observed": step.observed,
+                    "verified_at": _iso(step.verified_at),
+                },
+                "vendor_job_id": step.vendor_job_id,
+                "vendor_status": step.vendor_status,
+                "retained_until": step.retained_until.isoformat()
+                if step.retained_until
+                else None,
+                "basis": step.basis,
+            }
+            for step in steps
+        ],
+        "lineage": {"digest": request.lineage_digest},
+    }
+
+
+def close(request_id: str) -> Certificate | None:
+    """Issue the certificate if every step is settled; else mark incomplete."""
+    runtime = current()
+    with ledger.session() as db:
+        request = get(request_id, db)
+        existing = db.exec(
+            select(Certificate).where(Certificate.request_id == request.id)
+        ).first()
+        if existing is not None:
+            return existing
+        steps = steps_of(db, request.id)
+        outstanding = [s.system for s in steps if not is_settled(s)]
+        if outstanding or not steps:
+            request.state = INCOMPLETE
+            db.add(request)
+            certificate = None
+        else:
+            completed_at = utcnow()
+            certificate_id = f"cert-{uuid.uuid4().hex[:12]}"
+            kid, key = runtime.keys.signing_key()
+            jws = sign(
+                payload_for(request, steps, completed_at, certificate_id),
+                kid=kid,
+                key=key,
+            )
+            certificate = Certificate(
+                id=certificate_id, request_id=request.id, kid=kid, jws=jws
+            )
+            request.state = COMPLETED
+            request.completed_at = completed_at
+            db.add(certificate)
+            db.add(request)
+    if certificate is None:
+        audit.append(
+            "request.incomplete", request_id=request_id, outstanding=outstanding
+        )
+    else:
+        audit.append(
+            "certificate.issued",
+            request_id=request_id,
+            certificate_id=certificate.id,
+            kid=certificate.kid,
+        )
+    return certificate

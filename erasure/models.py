@@ -1,0 +1,121 @@
+"""Erasure tables in the ledger: requests, per-system steps, attempts,
+certificates and the audit chain.
+
+Nothing here holds personal data: the subject is a keyed digest, identities
+live sealed in the vault, and details are written by lethe from allow-listed
+values (counts, statuses, vendor job ids, dates).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Text, UniqueConstraint
+from sqlmodel import Column, Field, SQLModel
+
+from lethe.vault import Redacted, utcnow
+
+# Request states
+RECEIVED = "received"
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+INCOMPLETE = "incomplete"  # a system failed or is still awaiting its vendor
+
+# Per-system states
+PLANNED = "planned"
+AWAITING_VENDOR = "awaiting_vendor"
+DONE = "done"
+FAILED = "failed"
+NO_DATA = "no_data"
+
+
+class Request(Redacted, SQLModel, table=True):
+    """A data subject request; its record outlives the identifiers it named."""
+
+    __tablename__ = "request"
+    _repr_fields = ("id", "type", "regulation", "state", "received_at", "deadline")
+
+    id: str = Field(primary_key=True)
+    type: str = "erasure"
+    regulation: str
+    channel: str = "cli"
+    received_at: datetime
+    deadline: date
+    state: str = RECEIVED
+    subject_digest: str = Field(index=True)
+    resolved_at: datetime | None = None
+    completed_at: datetime | None = None
+    purged_at: datetime | None = None
+    lineage_digest: str | None = None
+
+
+class SystemStep(Redacted, SQLModel, table=True):
+    """What one request needs, and got, in one system."""
+
+    __tablename__ = "system_step"
+    __table_args__ = (UniqueConstraint("request_id", "system"),)
+    _repr_fields = ("request_id", "system", "state", "action", "records_affected")
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(index=True, foreign_key="request.id")
+    system: str
+    planned_action: str  # delete | anonymise | retain
+    state: str = PLANNED
+    key_count: int = 0
+    datasets: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    action: str | None = None  # deleted | anonymised | retained | already_absent | none
+    records_affected: int = 0
+    vendor_job_id: str | None = None
+    vendor_status: str | None = None
+    retained_until: date | None = None
+    basis: str | None = None
+    verified: bool = False
+    observed: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    verified_at: datetime | None = None
+    detail: str = Field(default="", sa_column=Column(Text))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Attempt(Redacted, SQLModel, table=True):
+    """One execution of one action, written before and after the external call."""
+
+    __tablename__ = "attempt"
+    _repr_fields = ("idempotency_key", "state", "vendor_job_id", "started_at")
+
+    idempotency_key: str = Field(primary_key=True)  # request:system:action
+    request_id: str = Field(index=True, foreign_key="request.id")
+    system: str
+    action: str
+    state: str = "started"  # started | submitted | finished | failed
+    vendor_job_id: str | None = None
+    runs: int = 1
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Certificate(Redacted, SQLModel, table=True):
+    __tablename__ = "certificate"
+    _repr_fields = ("id", "request_id", "kid", "issued_at")
+
+    id: str = Field(primary_key=True)
+    request_id: str = Field(index=True, foreign_key="request.id")
+    kid: str
+    issued_at: datetime = Field(default_factory=utcnow)
+    jws: str = Field(sa_column=Column(Text))
+
+
+class AuditEvent(Redacted, SQLModel, table=True):
+    """Append-only, hash-chained record of what lethe did and why."""
+
+    __tablename__ = "audit_event"
+    _repr_fields = ("id", "request_id", "kind", "at")
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str | None = Field(default=None, index=True)
+    kind: str
+    at: datetime = Field(default_factory=utcnow)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    prev_hash: str
+    hash: str

@@ -1,0 +1,132 @@
+"""The ledger side of executing one step: attempts before and after each
+external call, outcomes and evidence after.
+
+A re-run reads these rows first: a finished attempt is not executed again, and
+an async attempt that recorded a vendor job id polls that job instead of
+filing a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, select
+
+from erasure import audit
+from erasure.models import (
+    AWAITING_VENDOR,
+    DONE,
+    FAILED,
+    Attempt,
+    SystemStep,
+)
+from lethe import ledger
+from lethe.vault import utcnow
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    idempotency_key: str
+    state: str
+    vendor_job_id: str | None
+    runs: int
+
+
+def idempotency_key(request_id: str, system: str, action: str) -> str:
+    return f"{request_id}:{system}:{action}"
+
+
+def _step(db: Session, request_id: str, system: str) -> SystemStep:
+    step = db.exec(
+        select(SystemStep).where(
+            SystemStep.request_id == request_id, SystemStep.system == system
+        )
+    ).one()
+    return step
+
+
+def load_step(request_id: str, system: str) -> SystemStep:
+    with ledger.session() as db:
+        return _step(db, request_id, system)
+
+
+def begin_attempt(request_id: str, system: str, action: str) -> AttemptView:
+    """Write the attempt before the external call (or count one more run)."""
+    key = idempotency_key(request_id, system, action)
+    with ledger.session() as db:
+        attempt = db.get(Attempt, key)
+        if attempt is None:
+            attempt = Attempt(
+                idempotency_key=key, request_id=request_id, system=system, action=action
+            )
+        elif attempt.state not in ("finished",):
+            attempt.runs += 1
+        db.add(attempt)
+        db.flush()
+        view = AttemptView(key, attempt.state, attempt.vendor_job_id, attempt.runs)
+    if view.runs == 1 and view.state == "started":
+        audit.append(
+            "attempt.started", request_id=request_id, system=system, action=action
+        )
+    return view
+
+
+def record_job(request_id: str, system: str, action: str, job_id: str) -> None:
+    """Write the vendor job id the moment the vendor returns it."""
+    with ledger.session() as db:
+        attempt = db.get(Attempt, idempotency_key(request_id, system, action))
+        assert attempt is not None, "begin_attempt writes the attempt first"
+        first = attempt.vendor_job_id is None
+        attempt.vendor_job_id = job_id
+        attempt.state = "submitted"
+        db.add(attempt)
+        step = _step(db, request_id, system)
+        step.vendor_job_id = job_id
+        step.state = AWAITING_VENDOR
+        step.updated_at = utcnow()
+        db.add(step)
+    if first:
+        audit.append(
+            "vendor_job.filed",
+            request_id=request_id,
+            system=system,
+            vendor_job_id=job_id,
+        )
+
+
+def finish_attempt(
+    request_id: str, system: str, action: str, *, error: str | None = None
+) -> None:
+    with ledger.session() as db:
+        attempt = db.get(Attempt, idempotency_key(request_id, system, action))
+        assert attempt is not None, "begin_attempt writes the attempt first"
+        attempt.state = "failed" if error else "finished"
+        attempt.error = error
+        attempt.finished_at = utcnow()
+        db.add(attempt)
+
+
+def update_step(request_id: str, system: str, **fields: Any) -> SystemStep:
+    with ledger.session() as db:
+        step = _step(db, request_id, system)
+        for name, value in fields.items():
+            setattr(step, name, value)
+        step.updated_at = utcnow()
+        db.add(step)
+    if fields.get("state") in (DONE, FAILED):
+        audit.append(
+            f"step.{fields['state']}",
+            request_id=request_id,
+            system=system,
+            action=step.action,
+            records_affected=step.records_affected,
+            verified=step.verified,
+            vendor_job_id=step.vendor_job_id,
+        )
+    return step
+
+
+def attempts_of(request_id: str) -> list[Attempt]:
+    with ledger.session() as db:
+        return list(db.exec(select(Attempt).where(Attempt.request_id == request_id)))

@@ -1,0 +1,5 @@
+"""Prefect flows: lineage capture and erasure. They take request ids only."""
+
+from flows._prefect import configure
+
+configure()

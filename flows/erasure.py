@@ -1,0 +1,320 @@
+"""The erasure flow: request ids in, verified outcomes and certificates out.
+
+For a batch of requests it (1) searches the source system for each submitted
+identity so lineage is current, (2) plans every request from lineage before
+touching anything, (3) runs one task per system over all requests, each step
+written to the ledger before and after its external call, (4) verifies by
+re-reading, and (5) certifies the requests whose every system is settled.
+
+Only request ids and system names cross into Prefect: parameters, run names,
+results and exception messages carry nothing personal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import lineage
+from connectors.base import AsyncConnector, Connector, Outcome, SyncConnector
+from erasure import certify, plan, steps
+from erasure.models import DONE, FAILED, NO_DATA
+from erasure.requests import get_many
+from flows.estate import (
+    connector_for,
+    current_estate,
+    source_records,
+    to_connector_keys,
+)
+from lethe import ledger
+from lethe.errors import ConnectorError, LetheError, TransientConnectorError
+from lethe.estate.config import Estate
+from lethe.runtime import current
+from lethe.vault import utcnow
+
+log = logging.getLogger(__name__)
+
+POLL_BUDGET_SECONDS = 300.0
+
+
+def _transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except TransientConnectorError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+TASK_OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
+
+
+@task(name="search-source", **TASK_OPTIONS)
+def search_source(request_ids: list[str]) -> dict[str, int]:
+    """Find each subject's records in the source system and add them to lineage."""
+    estate = current_estate()
+    runtime = current()
+    found: dict[str, int] = {}
+    with connector_for(estate, estate.source) as source:
+        for request_id in request_ids:
+            with ledger.session() as db:
+                emails = [
+                    v
+                    for kind, v in plan.submitted_identities(db, request_id)
+                    if kind == "email"
+                ]
+            matches = source.find_contacts(emails=emails)  # type: ignore[attr-defined]
+            records = []
+            for sobject, rows in matches.items():
+                records += source_records(sobject, rows)
+            for contact in [r.id for r in records if r.sobject == "Contact"]:
+                records += [
+                    lineage.SourceRecord(sobject="Case", id=case_id, parent_id=contact)
+                    for case_id in source.cases_for([contact])  # type: ignore[attr-defined]
+                ]
+            with ledger.session() as db:
+                lineage.record_source_snapshot(
+                    db,
+                    runtime.vault,
+                    estate.name,
+                    estate.source,
+                    records,
+                    phone_region=runtime.settings.phone_region,
+                )
+            found[request_id] = len(records)
+    return found
+
+
+@task(name="plan-requests", **TASK_OPTIONS)
+def plan_requests(request_ids: list[str], searched: dict[str, int]) -> int:
+    estate = current_estate()
+    for request_id in request_ids:
+        planned = plan.resolve(request_id, estate)
+        for step in planned:
+            if step.state == NO_DATA:
+                observed: dict[str, object] = {"lineage_copies": 0}
+                if step.system == estate.source:
+                    observed["source_search_matches"] = searched.get(request_id, 0)
+                steps.update_step(
+                    request_id, step.system, observed=observed, action="none"
+                )
+    return len(request_ids)
+
+
+@task(
+    name="erase-in-system",
+    retries=2,
+    retry_delay_seconds=[1, 3],
+    retry_condition_fn=_transient_only,
+    **TASK_OPTIONS,
+)
+def erase_in_system(system: str, request_ids: list[str]) -> dict[str, str]:
+    """Run one system's step for every request; returns {request_id: state}."""
+    estate = current_estate()
+    states: dict[str, str] = {}
+    with connector_for(estate, system) as connector:
+        for request_id in request_ids:
+            states[request_id] = _run_step(estate, connector, system, request_id)
+    return states
+
+
+def _run_step(
+    estate: Estate, connector: Connector, system: str, request_id: str
+) -> str:
+    step = steps.load_step(request_id, system)
+    if step.state == NO_DATA or (step.state == DONE and step.verified):
+        return step.state
+    keys = to_connector_keys(estate, system, plan.keys_for(request_id, system))
+    action = step.planned_action
+    try:
+        outcome = _act(connector, system, request_id, action, keys)
+        if outcome.status == "pending":
+            steps.update_step(
+                request_id,
+                system,
+                vendor_status=outcome.vendor_status,
+                detail="awaiting the vendor's job",
+            )
+            return "awaiting_vendor"
+        if outcome.status == "failed":
+            steps.finish_attempt(request_id, system, action, error=outcome.detail)
+            steps.update_step(
+                request_id,
+                system,
+                state=FAILED,
+                detail=outcome.detail,
+                vendor_status=outcome.vendor_status,
+            )
+            return FAILED
+        return _verify(estate, connector, system, request_id, keys, outcome)
+    except TransientConnectorError as exc:
+        steps.update_step(request_id, system, state=FAILED, detail=str(exc))
+        raise TransientConnectorError(f"{system}: {exc}", status=exc.status) from None
+    except ConnectorError as exc:
+        steps.finish_attempt(request_id, system, action, error=str(exc))
+        steps.update_step(request_id, system, state=FAILED, detail=str(exc))
+        return FAILED
+    except LetheError as exc:
+        steps.update_step(request_id, system, state=FAILED, detail=str(exc))
+        return FAILED
+    except Exception as exc:  # anything else may quote values: keep its type only
+        detail = f"unexpected {type(exc).__name__} in the {system} connector"
+        steps.update_step(request_id, system, state=FAILED, detail=detail)
+        log.error("request %s: %s", request_id, detail)
+        raise LetheError(detail) from None
+
+
+def _act(
+    connector: Connector,
+    system: str,
+    request_id: str,
+    action: str,
+    keys: dict[str, list[str]],
+) -> Outcome:
+    attempt = steps.begin_attempt(request_id, system, action)
+    if isinstance(connector, AsyncConnector):
+        return _act_async(connector, system, request_id, action, keys, attempt)
+    if not isinstance(connector, SyncConnector):
+        raise LetheError(f"the {system} connector can neither erase nor submit")
+    if attempt.state == "finished":
+        step = steps.load_step(request_id, system)
+        return Outcome(
+            status="done",
+            action=step.action or "deleted",  # type: ignore[arg-type]
+            records_affected=step.records_affected,
+            retained_until=step.retained_until,
+            basis=step.basis,
+        )
+    if attempt.runs == 1 and connector.locate(keys).total == 0:
+        return Outcome(
+            status="failed",
+            action="none",
+            detail="lineage lists keys here but the system holds none of "
+            "them: unresolved; check the lineage or the connector "
+            "settings",
+        )
+    outcome = connector.erase(keys, idempotency_key=attempt.idempotency_key)
+    steps.finish_attempt(request_id, system, action)
+    _record(request_id, system, outcome)
+    return outcome
+
+
+def _act_async(
+    connector: AsyncConnector,
+    system: str,
+    request_id: str,
+    action: str,
+    keys: dict[str, list[str]],
+    attempt: steps.AttemptView,
+) -> Outcome:
+    job_id = attempt.vendor_job_id
+    if job_id is None and attempt.runs > 1:
+        job_id = connector.find_job(keys, idempotency_key=attempt.idempotency_key)
+        if job_id:
+            steps.record_job(request_id, system, action, job_id)
+    if job_id is None:
+        outcome = connector.submit(keys, idempotency_key=attempt.idempotency_key)
+        if outcome.job_id is None:
+            steps.finish_attempt(request_id, system, action)
+            _record(request_id, system, outcome)
+            return outcome
+        job_id = outcome.job_id
+        steps.record_job(request_id, system, action, job_id)
+    deadline = time.monotonic() + POLL_BUDGET_SECONDS
+    while True:
+        outcome = connector.poll(job_id, keys)
+        if outcome.job_id and outcome.job_id != job_id:
+            job_id = outcome.job_id
+            steps.record_job(request_id, system, action, job_id)
+        if outcome.status != "pending" or time.monotonic() > deadline:
+            break
+        time.sleep(getattr(connector, "poll_interval", 0.5))
+    if outcome.status == "done":
+        steps.finish_attempt(request_id, system, action)
+        _record(request_id, system, outcome)
+    return outcome
+
+
+def _record(request_id: str, system: str, outcome: Outcome) -> None:
+    steps.update_step(
+        request_id,
+        system,
+        action=outcome.action,
+        records_affected=outcome.records_affected,
+        vendor_status=outcome.vendor_status,
+        retained_until=outcome.retained_until,
+        basis=outcome.basis,
+        detail=outcome.detail,
+        **({"vendor_job_id": outcome.job_id} if outcome.job_id else {}),
+    )
+
+
+def _verify(
+    estate: Estate,
+    connector: Connector,
+    system: str,
+    request_id: str,
+    keys: dict[str, list[str]],
+    outcome: Outcome,
+) -> str:
+    evidence = connector.verify(keys)
+    state = DONE if evidence.verified else FAILED
+    detail = evidence.detail or outcome.detail
+    if not evidence.verified:
+        detail = f"verification did not show the subject gone: {detail}"
+    steps.update_step(
+        request_id,
+        system,
+        state=state,
+        verified=evidence.verified,
+        observed=dict(evidence.observed),
+        verified_at=evidence.checked_at or utcnow(),
+        detail=detail,
+    )
+    if evidence.verified:
+        _forget_lineage_keys(estate, request_id, system)
+    return state
+
+
+def _forget_lineage_keys(estate: Estate, request_id: str, system: str) -> None:
+    step = steps.load_step(request_id, system)
+    runtime = current()
+    keys = plan.keys_for(request_id, system)
+    digests = [lineage.key_digest(runtime.vault, k) for ks in keys.values() for k in ks]
+    with ledger.session() as db:
+        lineage.mark_erased(
+            db, estate.name, digests, [f"{system}:{d}" for d in step.datasets]
+        )
+
+
+@task(name="close-requests", **TASK_OPTIONS)
+def close_requests(request_ids: list[str]) -> dict[str, str]:
+    states = {}
+    for request_id in request_ids:
+        certify.close(request_id)
+        states[request_id] = get_many([request_id])[0].state
+    return states
+
+
+@flow(
+    name="erase-requests",
+    log_prints=False,
+    persist_result=False,
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+)
+def erase_requests(request_ids: list[str]) -> dict[str, str]:
+    """Erase the subjects of these requests everywhere lineage says they are."""
+    get_many(request_ids)  # unknown ids fail before anything runs
+    estate = current_estate()
+    searched = search_source(request_ids)
+    plan_requests(request_ids, searched)
+    futures = [erase_in_system.submit(system, request_ids) for system in estate.systems]
+    wait(futures)
+    return close_requests(request_ids)

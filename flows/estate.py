@@ -1,0 +1,64 @@
+"""Reaching the estate from inside a flow: its file and its connectors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from connectors.base import Connector
+from connectors.registry import build
+from lethe.config import load_settings
+from lethe.estate.config import Estate, load_estate
+from lineage import SourceRecord
+
+
+def current_estate() -> Estate:
+    path = os.environ.get("LETHE_ESTATE")
+    return load_estate(Path(path) if path else load_settings().estate_file)
+
+
+@contextmanager
+def connector_for(estate: Estate, system: str) -> Iterator[Connector]:
+    connector = build(system, estate.connector_settings(system))
+    try:
+        yield connector
+    finally:
+        connector.close()
+
+
+def to_connector_keys(
+    estate: Estate, system: str, keys: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
+    """Rename lineage datasets to the key groups the connector expects."""
+    aliases: Mapping[str, str] = estate.systems[system].get("datasets") or {}
+    grouped: dict[str, list[str]] = {}
+    for dataset, values in keys.items():
+        grouped.setdefault(aliases.get(dataset, dataset), []).extend(values)
+    return grouped
+
+
+def source_records(
+    sobject: str, rows: Iterable[Mapping[str, Any]]
+) -> list[SourceRecord]:
+    """Salesforce rows (Contact, Lead, Case) as lineage source records."""
+    records = []
+    for row in rows:
+        emails = tuple(v for v in (row.get("Email"), row.get("SuppliedEmail")) if v)
+        phones = tuple(
+            v
+            for v in (row.get("Phone"), row.get("MobilePhone"), row.get("SuppliedPhone"))
+            if v
+        )
+        records.append(
+            SourceRecord(
+                sobject=sobject,
+                id=str(row["Id"]),
+                emails=emails,
+                phones=phones,
+                parent_id=row.get("ContactId") if sobject == "Case" else None,
+            )
+        )
+    return records

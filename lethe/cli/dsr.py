@@ -1,0 +1,128 @@
+"""``lethe dsr``: submit, run, show and list data subject requests."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from erasure import requests
+from lethe.cli._common import console, handled, print_json
+
+app = typer.Typer(
+    help="Data subject requests: submit, run, show, list.", no_args_is_help=True
+)
+
+
+@app.command()
+@handled
+def submit(
+    email: Annotated[str, typer.Option(help="The requester's e-mail address.")],
+    regulation: Annotated[str, typer.Option(help="gdpr or ccpa.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Store an erasure request and print its id."""
+    request = requests.submit(email=email, regulation=regulation)
+    if json_out:
+        print_json(requests.describe(request.id))
+    else:
+        console.print(request.id)
+
+
+@app.command()
+@handled
+def run(
+    request_ids: Annotated[list[str], typer.Argument(help="One or more request ids.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Execute requests: plan from lineage, erase, verify, certify."""
+    requests.get_many(request_ids)  # fail fast, before Prefect starts
+    from flows.erasure import erase_requests
+
+    states = erase_requests(list(request_ids))
+    described = [requests.describe(rid) for rid in request_ids]
+    if json_out:
+        print_json(described if len(described) > 1 else described[0])
+    else:
+        for item in described:
+            print_request(item)
+    if any(state != "completed" for state in states.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def show(
+    request_id: Annotated[str, typer.Argument(help="The request id.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print each system's state and outcome for one request."""
+    described = requests.describe(request_id)
+    if json_out:
+        print_json(described)
+    else:
+        print_request(described)
+
+
+@app.command("list")
+@handled
+def list_(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List every request with its state and deadline."""
+    described = [requests.describe(r.id) for r in requests.list_requests()]
+    if json_out:
+        print_json(described)
+        return
+    table = Table(
+        "request", "regulation", "state", "received (UTC)", "deadline", "certificate"
+    )
+    for item in described:
+        table.add_row(
+            item["request_id"],
+            item["regulation"],
+            item["state"],
+            item["received_at"],
+            item["deadline"],
+            item["certificate_id"] or "",
+        )
+    console.print(table)
+
+
+def outcome_text(system: dict[str, Any]) -> str:
+    if system["state"] == "no_data":
+        return "no data held"
+    if system["action"] == "retained":
+        return f"retained under {system['basis']} until {system['retained_until']}"
+    if system["state"] == "done":
+        return {
+            "deleted": "deleted",
+            "anonymised": "anonymised",
+            "already_absent": "already absent",
+        }.get(system["action"] or "", "done")
+    return system["detail"] or system["state"]
+
+
+def print_request(item: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{item['request_id']}[/] {item['regulation'].upper()} {item['type']}: "
+        f"[bold]{item['state']}[/] (received {item['received_at']}, "
+        f"due {item['deadline']})"
+    )
+    table = Table(
+        "system", "state", "keys found", "records", "outcome", "verified", "vendor job"
+    )
+    for system in item["systems"]:
+        table.add_row(
+            system["system"],
+            system["state"],
+            str(system["keys_found"]),
+            str(system["records_affected"]),
+            outcome_text(system),
+            "yes" if system["verified"] else "no",
+            system["vendor_job_id"] or "",
+        )
+    console.print(table)
+    if item["certificate_id"]:
+        console.print(f"certificate: {item['certificate_id']}")

@@ -1,0 +1,77 @@
+"""``lethe lineage``: capture lineage and ask where a person's data is."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+import lineage
+from lethe import ledger
+from lethe.cli._common import console, handled, print_json
+from lethe.identity import normalize_email
+from lethe.runtime import current
+
+app = typer.Typer(
+    help="Lineage: capture it, ask where a person's data is.", no_args_is_help=True
+)
+
+
+@app.command()
+@handled
+def capture() -> None:
+    """Read the estate's flow edges, source records and job manifests."""
+    from flows.capture import capture_lineage
+
+    counts = capture_lineage()
+    console.print(
+        f"captured {counts['flow_edges']} new flow edges, "
+        f"{counts['source_copies']} new source records, "
+        f"{counts['manifest_copies']} new copies from job manifests"
+    )
+
+
+@app.command()
+@handled
+def where(
+    email: Annotated[str, typer.Option(help="The person's e-mail address.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every system and dataset where lethe holds this person's data."""
+    from flows.estate import current_estate
+
+    estate = current_estate()
+    vault = current().vault
+    digest = vault.digest("email", normalize_email(email))
+    with ledger.session() as db:
+        subjects = lineage.subjects_for(db, estate.name, [digest])
+        holdings = lineage.where(db, estate.name, subjects)
+    rows = [
+        {
+            "system": h.system,
+            "dataset": h.local_name,
+            "keys": h.key_count,
+            "last_copied_at": h.last_copied_at.isoformat()
+            if h.last_copied_at
+            else None,
+            "learned_from": sorted(h.learned_from),
+        }
+        for h in holdings
+    ]
+    if json_out:
+        print_json({"subject_digest": digest, "holdings": rows})
+        return
+    if not rows:
+        console.print("lethe holds no lineage for this person")
+        return
+    table = Table("system", "dataset", "keys", "last copied (UTC)", "learned from")
+    for row in rows:
+        table.add_row(
+            row["system"],
+            row["dataset"],
+            str(row["keys"]),
+            row["last_copied_at"] or "",
+            "; ".join(row["learned_from"]),
+        )
+    console.print(table)

@@ -1,0 +1,305 @@
+"""The sample company's own data jobs, which copy Salesforce data downstream.
+
+They are not part of lethe: they stand for the ETL a data team runs. Each talks
+to the systems over their real APIs and writes a *manifest* per run — which
+Salesforce records it copied into which dataset, under which key, and when —
+which is what lethe's lineage capture reads.
+
+- ``nightly_extract``: Salesforce Contacts → warehouse ``raw.sf_contact``, then
+  the derived ``mart.customer_summary`` (a dbt-like model; lineage knows it from
+  the raw → mart flow edge, not from a manifest).
+- ``erp_sync``: Salesforce Contacts → SAP Business Partners (deep insert).
+- ``event_forwarding``: app events for Contacts → Segment's tracking API, keyed by
+  the app's own userId.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    insert,
+    select,
+)
+
+API = "v60.0"
+metadata = MetaData()
+raw_sf_contact = Table(
+    "raw_sf_contact",
+    metadata,
+    Column("sf_id", String(18), primary_key=True),
+    Column("first_name", String(80)),
+    Column("last_name", String(80)),
+    Column("email", String(255)),
+    Column("phone", String(40)),
+    Column("city", String(80)),
+    Column("country", String(80)),
+    Column("is_deleted", Boolean, nullable=False, default=False),
+    Column("extracted_at", DateTime, nullable=False),
+    Column("run_id", String(64), nullable=False),
+)
+mart_customer_summary = Table(
+    "mart_customer_summary",
+    metadata,
+    Column("sf_id", String(18), primary_key=True),
+    Column("full_name", String(170)),
+    Column("email", String(255)),
+    Column("country", String(80)),
+    Column("built_at", DateTime, nullable=False),
+)
+WAREHOUSE_TABLES = {
+    "raw.sf_contact": {"table": "raw_sf_contact", "key_column": "sf_id"},
+    "mart.customer_summary": {"table": "mart_customer_summary", "key_column": "sf_id"},
+}
+
+
+@dataclass(frozen=True)
+class SalesforceAccess:
+    base_url: str
+    client_id: str
+    client_secret: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _token(client: httpx.Client, sf: SalesforceAccess) -> str:
+    response = client.post(
+        f"{sf.base_url}/services/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": sf.client_id,
+            "client_secret": sf.client_secret,
+        },
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+def soql(sf: SalesforceAccess, query: str) -> Iterator[dict[str, Any]]:
+    """Every record of a SOQL query, following ``nextRecordsUrl``."""
+    with httpx.Client(timeout=30) as client:
+        headers = {"Authorization": f"Bearer {_token(client, sf)}"}
+        page = client.get(
+            f"{sf.base_url}/services/data/{API}/query",
+            params={"q": query},
+            headers=headers,
+        )
+        while True:
+            page.raise_for_status()
+            body = page.json()
+            yield from body["records"]
+            if body.get("done", True):
+                return
+            page = client.get(f"{sf.base_url}{body['nextRecordsUrl']}", headers=headers)
+
+
+def _write_manifest(
+    folder: Path,
+    job: str,
+    started: datetime,
+    dataset: str,
+    records: list[dict[str, str]],
+) -> Path:
+    run_id = f"{job}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    manifest = {
+        "job": job,
+        "run_id": run_id,
+        "started_at": started.isoformat(),
+        "finished_at": _now().isoformat(),
+        "source": "salesforce:Contact",
+        "outputs": [{"dataset": dataset, "records": records}],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}.json"
+    path.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def create_warehouse(url: str) -> None:
+    metadata.create_all(create_engine(url))
+
+
+def nightly_extract(sf: SalesforceAccess, warehouse_url: str, manifests: Path) -> Path:
+    started = _now()
+    run_id = f"extract-{started:%Y%m%dT%H%M%S}"
+    rows = [
+        {
+            "sf_id": r["Id"],
+            "first_name": r.get("FirstName"),
+            "last_name": r.get("LastName"),
+            "email": r.get("Email"),
+            "phone": r.get("MobilePhone") or r.get("Phone"),
+            "city": r.get("MailingCity"),
+            "country": r.get("MailingCountry"),
+            "is_deleted": False,
+            "extracted_at": started.replace(tzinfo=None),
+            "run_id": run_id,
+        }
+        for r in soql(
+            sf,
+            "SELECT Id, FirstName, LastName, Email, Phone, MobilePhone, "
+            "MailingCity, MailingCountry FROM Contact",
+        )
+    ]
+    engine = create_engine(warehouse_url)
+    with engine.begin() as db:
+        db.execute(delete(raw_sf_contact))
+        if rows:
+            db.execute(insert(raw_sf_contact), rows)
+        _build_mart(db, started)
+    engine.dispose()
+    return _write_manifest(
+        manifests,
+        "nightly_extract",
+        started,
+        "warehouse:raw.sf_contact",
+        [{"key": r["sf_id"], "source_key": r["sf_id"]} for r in rows],
+    )
+
+
+def _build_mart(db: Any, built_at: datetime) -> None:
+    db.execute(delete(mart_customer_summary))
+    source = db.execute(
+        select(raw_sf_contact).where(raw_sf_contact.c.is_deleted.is_(False))
+    )
+    rows = [
+        {
+            "sf_id": r.sf_id,
+            "full_name": f"{r.first_name or ''} {r.last_name or ''}".strip(),
+            "email": r.email,
+            "country": r.country,
+            "built_at": built_at.replace(tzinfo=None),
+        }
+        for r in source
+    ]
+    if rows:
+        db.execute(insert(mart_customer_summary), rows)
+
+
+def erp_sync(
+    sf: SalesforceAccess,
+    sap_url: str,
+    auth: tuple[str, str],
+    contact_ids: Sequence[str],
+    manifests: Path,
+) -> Path:
+    """Push the chosen Contacts to the ERP as Business Partners."""
+    started = _now()
+    wanted = set(contact_ids)
+    contacts = [
+        r
+        for r in soql(
+            sf,
+            "SELECT Id, FirstName, LastName, Email, MobilePhone, "
+            "MailingStreet, MailingPostalCode, MailingCity, "
+            "MailingCountry FROM Contact",
+        )
+        if r["Id"] in wanted
+    ]
+    records = []
+    service = f"{sap_url}/sap/opu/odata/sap/API_BUSINESS_PARTNER"
+    with httpx.Client(auth=auth, timeout=30) as client:
+        fetch = client.get(
+            f"{service}/A_BusinessPartner",
+            params={"$top": "1"},
+            headers={"x-csrf-token": "Fetch"},
+        )
+        fetch.raise_for_status()
+        token = fetch.headers["x-csrf-token"]
+        for contact in contacts:
+            response = client.post(
+                f"{service}/A_BusinessPartner",
+                json=_partner_body(contact),
+                headers={"x-csrf-token": token, "Accept": "application/json"},
+            )
+            response.raise_for_status()
+            partner = response.json()["d"]["BusinessPartner"]
+            records.append({"key": partner, "source_key": contact["Id"]})
+    return _write_manifest(
+        manifests, "erp_sync", started, "erp:A_BusinessPartner", records
+    )
+
+
+def _partner_body(contact: dict[str, Any]) -> dict[str, Any]:
+    address: dict[str, Any] = {
+        "StreetName": contact.get("MailingStreet") or "",
+        "PostalCode": contact.get("MailingPostalCode") or "",
+        "CityName": contact.get("MailingCity") or "",
+        "Country": (contact.get("MailingCountry") or "")[:3],
+    }
+    if contact.get("Email"):
+        address["to_EmailAddress"] = {"results": [{"EmailAddress": contact["Email"]}]}
+    if contact.get("MobilePhone"):
+        address["to_PhoneNumber"] = {
+            "results": [{"PhoneNumber": contact["MobilePhone"]}]
+        }
+    return {
+        "BusinessPartnerCategory": "1",
+        "FirstName": contact.get("FirstName") or "",
+        "LastName": contact.get("LastName") or "",
+        "BusinessPartnerIDByExtSystem": contact["Id"],
+        "to_BusinessPartnerAddress": {"results": [address]},
+    }
+
+
+def app_user_id(contact_id: str) -> str:
+    """The app's own user id for a contact (stable, not derived reversibly)."""
+    return "usr_" + hashlib.sha256(f"app-user:{contact_id}".encode()).hexdigest()[:16]
+
+
+def event_forwarding(
+    segment_url: str, write_key: str, contact_ids: Sequence[str], manifests: Path
+) -> Path:
+    """Send identify + track events for each contact to Segment's tracking API."""
+    started = _now()
+    batch = []
+    for contact_id in contact_ids:
+        user_id = app_user_id(contact_id)
+        stamp = started.isoformat()
+        batch.append(
+            {
+                "type": "identify",
+                "userId": user_id,
+                "messageId": str(uuid.uuid4()),
+                "timestamp": stamp,
+                "traits": {"plan": "standard"},
+            }
+        )
+        for event in ("Signed In", "Viewed Invoice"):
+            batch.append(
+                {
+                    "type": "track",
+                    "userId": user_id,
+                    "event": event,
+                    "messageId": str(uuid.uuid4()),
+                    "timestamp": stamp,
+                    "properties": {"source": "web"},
+                }
+            )
+    with httpx.Client(auth=(write_key, ""), timeout=30) as client:
+        client.post(f"{segment_url}/v1/batch", json={"batch": batch}).raise_for_status()
+    return _write_manifest(
+        manifests,
+        "event_forwarding",
+        started,
+        "analytics:events",
+        [{"key": app_user_id(c), "source_key": c} for c in contact_ids],
+    )

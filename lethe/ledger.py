@@ -1,0 +1,103 @@
+"""The ledger: lethe's own database, and the truth about every action.
+
+SQLite by default (a file in ``LETHE_HOME``), PostgreSQL when
+``LETHE_DATABASE_URL`` says so; the same models run on both. SQLite runs with
+``secure_delete`` so that deleted rows leave no bytes behind in free pages.
+SQL echo is off and bound parameters are hidden from SQLAlchemy's error text, so
+neither logs nor exceptions repeat the values lethe stores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, SQLModel, create_engine
+
+from lethe.config import Settings, load_settings
+from lethe.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with lethe's safety settings applied."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with the URL in it
+        raise ConfigError(
+            "the ledger URL cannot be parsed; check LETHE_DATABASE_URL"
+        ) from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed,
+            echo=False,
+            hide_parameters=True,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(
+            parsed, echo=False, hide_parameters=True, pool_pre_ping=True
+        )
+    raise ConfigError(
+        "the ledger supports SQLite and PostgreSQL URLs only; check LETHE_DATABASE_URL"
+    )
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every ledger table that does not exist yet."""
+    # The model modules register their tables on SQLModel.metadata when imported.
+    import erasure.models  # noqa: F401
+    import lethe.vault  # noqa: F401
+    import lineage.models  # noqa: F401
+
+    SQLModel.metadata.create_all(engine)
+
+
+_engines: dict[str, Engine] = {}
+
+
+def engine(settings: Settings | None = None) -> Engine:
+    """The ledger engine for the current settings, schema created on first use."""
+    url = (settings or load_settings()).database_url
+    if url not in _engines:
+        created = make_engine(url)
+        create_schema(created)
+        _engines[url] = created
+    return _engines[url]
+
+
+@contextmanager
+def session(settings: Settings | None = None) -> Iterator[Session]:
+    """A ledger session that commits on success and rolls back on error."""
+    with Session(engine(settings), expire_on_commit=False) as db:
+        try:
+            yield db
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+
+
+def reset_engines() -> None:
+    """Dispose of cached engines (tests switch LETHE_DATABASE_URL between ledgers)."""
+    for cached in _engines.values():
+        cached.dispose()
+    _engines.clear()

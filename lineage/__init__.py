@@ -1,0 +1,32 @@
+"""Lineage: where each person's data went, and where it is now.
+
+Copies (subject-level) and flow edges (dataset-level) live in the ledger;
+``where`` answers "where is this person's data?" over a networkx graph.
+"""
+
+from lineage.capture import (
+    CaptureSummary,
+    SourceRecord,
+    key_digest,
+    load_flow_edges,
+    mark_erased,
+    record_manifest,
+    record_source_snapshot,
+    subject_digest,
+)
+from lineage.graph import Holding, build_graph, subjects_for, where
+
+__all__ = [
+    "CaptureSummary",
+    "Holding",
+    "SourceRecord",
+    "build_graph",
+    "key_digest",
+    "load_flow_edges",
+    "mark_erased",
+    "record_manifest",
+    "record_source_snapshot",
+    "subject_digest",
+    "subjects_for",
+    "where",
+]
