@@ -241,7 +241,8 @@ class SalesforceConnector:
             )
         if status == 401:
             return ConnectorError(
-                f"{where} ({code}) with a fresh session; check the connected app's "
+                f"{where} ({code or 'no error code'}) with a fresh session; check "
+                "the connected app's "
                 "run-as user and its API access",
                 status=status,
             )
@@ -343,7 +344,7 @@ class SalesforceConnector:
     def _rows(
         self, sobject: str, ids: Sequence[str], *, all_rows: bool, fields: Sequence[str]
     ) -> list[dict[str, Any]]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for soql in self._where_in(sobject, fields, "Id", ids):
             rows.extend(self._query(soql, all_rows=all_rows))
         return rows

@@ -55,7 +55,8 @@ SYSTEM_FIELDS = frozenset(
     "Id IsDeleted MasterRecordId CreatedDate CreatedById LastModifiedDate "
     "LastModifiedById SystemModstamp".split()
 )
-DERIVED = {
+# Fields the org computes: a Case shows its Contact's e-mail and phones.
+DERIVED: dict[str, dict[str, str | None]] = {
     "Contact": {"Name": None},
     "Lead": {"Name": None},
     "Case": {
@@ -67,8 +68,11 @@ DERIVED = {
     },
     "Account": {},
 }
-REQUIRED = {"Contact": ("LastName",), "Lead": ("LastName", "Company")}
-REQUIRED["Account"] = ("Name",)
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "Contact": ("LastName",),
+    "Lead": ("LastName", "Company"),
+    "Account": ("Name",),
+}
 
 
 def _parse_schema() -> dict[str, dict[str, str]]:

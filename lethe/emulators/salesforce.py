@@ -292,7 +292,7 @@ async def _json_body(request: Request) -> Any:
 def _save_results(
     ids: list[str], errors: list[SalesforceError | None]
 ) -> list[dict[str, Any]]:
-    results = []
+    results: list[dict[str, Any]] = []
     for record_id, error in zip(ids, errors, strict=True):
         if error is None:
             results.append({"id": normal_id(record_id), "success": True, "errors": []})

@@ -28,7 +28,7 @@ from lethe.emulators import sap as sap_emulator
 from lethe.emulators import segment as segment_emulator
 from lethe.errors import ConfigError, InputError
 from lethe.estate import jobs
-from lethe.estate.people import People, from_sample_data, generate
+from lethe.estate.people import People, Person, from_sample_data, generate
 
 log = logging.getLogger(__name__)
 ESTATE_FILE = "estate.yaml"
@@ -194,8 +194,13 @@ def build(
     sample_data: Path | None = None,
     warehouse_url: str | None = None,
     step_seconds: float = 0.2,
+    featured: Person | None = None,
 ) -> tuple[Built, Servers]:
-    """Make the estate in ``workdir``, run its jobs, and leave it serving."""
+    """Make the estate in ``workdir``, run its jobs, and leave it serving.
+
+    ``featured`` puts a chosen person first, so they reach every system (tests
+    plant a canary identity this way).
+    """
     workdir = workdir.absolute()
     if (workdir / ESTATE_FILE).exists():
         raise InputError(
@@ -203,6 +208,8 @@ def build(
             "or serve this one with `lethe estate up`"
         )
     people = from_sample_data(sample_data) if sample_data else generate()
+    if featured is not None:
+        people.people.insert(0, featured)
     workdir.mkdir(parents=True, exist_ok=True)
     url = warehouse_url or f"sqlite:///{workdir / 'warehouse.db'}"
     settings = _settings(workdir, url, step_seconds)

@@ -1,0 +1,273 @@
+"""End to end on a real sample estate, through real Prefect flows.
+
+One estate per ledger backend (SQLite and PostgreSQL). A canary person is
+planted in every system; a second request names a person lethe holds no
+lineage for. Both run in one flow run, then the canary's request runs again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from connectors.salesforce import SalesforceConnector
+from connectors.sap import SapBusinessPartnerConnector
+from erasure import requests
+from erasure.certificate import CertificateInvalid, verify
+from erasure.models import Certificate
+from lethe import ledger
+from lethe.config import load_settings
+from lethe.emulators.sap import SapStore
+from lethe.emulators.segment import SegmentStore
+from lethe.emulators.salesforce import SalesforceStore
+from lethe.estate.build import Servers, build
+from lethe.estate.jobs import app_user_id
+from lethe.estate.people import Person
+from lethe.runtime import current
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Estate:
+    workdir: Path
+    settings: dict
+    servers: Servers
+    canary: Person
+    contact_id: str
+    partner_id: str
+    user_id: str
+
+
+def _canary() -> Person:
+    tag = uuid.uuid4().hex[:8]
+    return Person(
+        sobject="Contact", first_name="Canary", last_name=f"Q{tag}",
+        email=f"Canary.Q{tag}@Example.NET", phone="+1 (555) 555-0199",
+        city="Springfield", country="US", street="1 Canary Row", postal_code="99999",
+        cases=[{"Subject": "Delete my data", "Status": "New"}],
+    )
+
+
+@pytest.fixture
+def estate(any_ledger: str, tmp_path: Path) -> Iterator[Estate]:
+    import yaml
+
+    canary = _canary()
+    built, servers = build(tmp_path / "estate", featured=canary, step_seconds=0.05)
+    settings = load_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(built.estate_file, settings.estate_file)
+    data = yaml.safe_load(built.estate_file.read_text())
+    sf = data["systems"]["salesforce"]
+    connector = SalesforceConnector(system="salesforce", base_url=sf["base_url"],
+                                    client_id=sf["client_id"],
+                                    client_secret=sf["client_secret"])
+    contact_id = connector.find_contacts(emails=[canary.email.lower()])["Contact"][0]["Id"]
+    connector.close()
+    erp = data["systems"]["erp"]
+    sap = SapBusinessPartnerConnector(system="erp", base_url=erp["base_url"],
+                                      username=erp["username"], password=erp["password"])
+    partner_id = sap.find_partners(ext_ids=[contact_id])[0]
+    sap.close()
+    try:
+        yield Estate(tmp_path / "estate", data, servers, canary, contact_id, partner_id,
+                     app_user_id(contact_id))
+    finally:
+        servers.stop()
+
+
+def _others_fingerprint(e: Estate) -> dict[str, object]:
+    """Counts and checksums of everyone but the canary, in all four systems."""
+    sf = SalesforceStore(e.workdir / "salesforce.db")
+    case_ids = [r["Id"] for r in sf.records("Case") if r.get("ContactId") == e.contact_id]
+    mine = {e.contact_id, *case_ids}
+    sf_sum = sf.checksum(exclude=mine)
+    sf_counts = {
+        o: len([r for r in sf.records(o) if r["Id"] not in mine])
+        for o in ("Contact", "Lead", "Case")
+    }
+    sf.close()
+    sap = SapStore(e.workdir / "erp.db")
+    sap_sum, sap_count = sap.checksum(exclude=[e.partner_id]), sap.count() - 1
+    sap.close()
+    events = sqlite3.connect(e.workdir / "analytics.db")
+    rows = events.execute(
+        "SELECT * FROM events WHERE user_id IS NOT ? ORDER BY message_id", (e.user_id,)
+    ).fetchall()
+    events.close()
+    engine = create_engine(e.settings["systems"]["warehouse"]["url"])
+    with engine.connect() as db:
+        raw = db.execute(text("SELECT * FROM raw_sf_contact WHERE sf_id != :i "
+                              "ORDER BY sf_id"), {"i": e.contact_id}).fetchall()
+        mart = db.execute(text("SELECT * FROM mart_customer_summary WHERE sf_id != :i "
+                               "ORDER BY sf_id"), {"i": e.contact_id}).fetchall()
+    engine.dispose()
+    return {
+        "salesforce": (sf_counts, sf_sum),
+        "erp": (sap_count, sap_sum),
+        "analytics": (len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()),
+        "warehouse": (len(raw), len(mart),
+                      hashlib.sha256(repr((raw, mart)).encode()).hexdigest()),
+    }
+
+
+def _payload(jws: str) -> dict:
+    part = jws.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def _certificate(request_id: str) -> str:
+    from sqlmodel import select
+
+    with ledger.session() as db:
+        return db.exec(
+            select(Certificate.jws).where(Certificate.request_id == request_id)
+        ).one()
+
+
+def _prefect_files() -> list[Path]:
+    explicit = os.environ.get("LETHE_TEST_PREFECT_DB")
+    base = Path(explicit) if explicit else Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+    return [p for p in (base, Path(f"{base}-wal")) if p.exists()]
+
+
+def _flush_prefect() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
+
+
+def _forms(value: str) -> list[bytes]:
+    from urllib.parse import quote
+
+    return sorted({f.encode() for f in (value, value.lower(), value.upper(),
+                                        quote(value), quote(value.lower()))})
+
+
+def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -> None:
+    from flows.capture import capture_lineage
+    from flows.erasure import erase_requests
+
+    e = estate
+    before = _others_fingerprint(e)
+    assert capture_lineage()["manifest_copies"] > 0
+
+    canary_request = requests.submit(email=f"  {e.canary.email}\u00a0", regulation="gdpr")
+    nobody = requests.submit(email="nobody.at.all@example.org", regulation="ccpa")
+    states = erase_requests([canary_request.id, nobody.id])
+    assert states == {canary_request.id: "completed", nobody.id: "completed"}
+
+    shown = requests.describe(canary_request.id)
+    systems = {s["system"]: s for s in shown["systems"]}
+    assert systems["salesforce"]["action"] == "deleted"
+    assert systems["salesforce"]["records_affected"] == 2  # the Contact and its Case
+    assert systems["warehouse"]["observed"] == {"raw.sf_contact": 0,
+                                                "mart.customer_summary": 0}
+    assert systems["analytics"]["vendor_status"] == "FINISHED"
+    assert systems["erp"]["action"] == "retained"
+    assert systems["erp"]["retained_until"] and systems["erp"]["basis"]
+    assert all(s["verified"] for s in systems.values())
+
+    # Salesforce returns the canary from neither query nor queryAll.
+    sf = e.settings["systems"]["salesforce"]
+    connector = SalesforceConnector(system="salesforce", base_url=sf["base_url"],
+                                    client_id=sf["client_id"],
+                                    client_secret=sf["client_secret"])
+    evidence = connector.verify({"Contact": [e.contact_id]})
+    assert evidence.verified and set(evidence.observed.values()) == {0}
+    assert connector.find_contacts(emails=[e.canary.email.lower()]) in (
+        {}, {"Contact": [], "Lead": []})
+    connector.close()
+    # Warehouse: no row for the canary in any table.
+    engine = create_engine(e.settings["systems"]["warehouse"]["url"])
+    with engine.connect() as db:
+        for table in ("raw_sf_contact", "mart_customer_summary"):
+            count = db.execute(text(f"SELECT count(*) FROM {table} WHERE sf_id = :i "  # noqa: S608
+                                    "OR lower(email) = :m"),
+                               {"i": e.contact_id, "m": e.canary.email.lower()}).scalar()
+            assert count == 0, table
+    engine.dispose()
+    # Analytics: the regulation finished and the events are gone.
+    segment = SegmentStore(e.workdir / "analytics.db")
+    assert segment.events_for(e.user_id) == 0
+    mine = [r for r in segment.regulations() if e.user_id in r["subjects"]]
+    assert [r["status"] for r in mine] == ["FINISHED"]
+    segment.close()
+    # ERP: blocked, personal fields overwritten, no e-mail or phone entries.
+    sap = SapStore(e.workdir / "erp.db")
+    partner = sap.partner(e.partner_id)
+    sap.close()
+    assert partner["BusinessPartnerIsBlocked"] is True
+    assert e.canary.last_name not in json.dumps(partner)
+    assert all(not a["emails"] and not a["phones"] for a in partner["addresses"])
+    # Everyone else is unchanged.
+    assert _others_fingerprint(e) == before
+
+    # The person with no lineage: "no data held" everywhere, and certified.
+    nobody_systems = requests.describe(nobody.id)["systems"]
+    assert {s["state"] for s in nobody_systems} == {"no_data"}
+    nobody_cert = _payload(_certificate(nobody.id))
+    assert {s["outcome"] for s in nobody_cert["systems"]} == {"no data held"}
+
+    # Certificate: verifies; one changed byte fails; no identifiers inside.
+    jws = _certificate(canary_request.id)
+    keys = current().keys.public_keys()
+    payload = verify(jws, keys).payload
+    assert payload["request"]["id"] == canary_request.id
+    assert payload["subject"]["digest"] == canary_request.subject_digest
+    tampered = jws[:60] + ("A" if jws[60] != "A" else "B") + jws[61:]
+    with pytest.raises(CertificateInvalid):
+        verify(tampered, keys)
+    decoded = json.dumps(payload)
+    for identifier in (e.canary.email, e.canary.email.lower(), e.canary.last_name,
+                       e.contact_id, e.contact_id[:15], e.partner_id, e.user_id,
+                       "5550199"):
+        assert identifier not in decoded and identifier not in jws
+    cert_file = e.workdir / "canary.jws"
+    cert_file.write_text(jws + "\n")
+    if shutil.which("openssl"):
+        pem = current().keys.publish() / "signing-key.pub.pem"
+        result = subprocess.run(["bash", str(REPO / "scripts/verify-with-openssl.sh"),
+                                 str(cert_file), str(pem)], capture_output=True, text=True)
+        assert result.returncode == 0 and "Verified Successfully" in result.stdout
+
+    # Running the same request again files no second regulation, same outcome.
+    assert erase_requests([canary_request.id]) == {canary_request.id: "completed"}
+    segment = SegmentStore(e.workdir / "analytics.db")
+    assert len([r for r in segment.regulations() if e.user_id in r["subjects"]]) == 1
+    segment.close()
+    assert requests.describe(canary_request.id)["systems"] == shown["systems"]
+
+    # The canary's e-mail is nowhere lethe or Prefect wrote, nor in the output.
+    _flush_prefect()
+    printed = capfd.readouterr()
+    prefect_files = _prefect_files()
+    assert prefect_files, "Prefect's database was not found"
+    assert any(canary_request.id.encode() in p.read_bytes() for p in prefect_files)
+    home_files = [p for p in load_settings().home.rglob("*") if p.is_file()]
+    warehouse = e.settings["systems"]["warehouse"]["url"]
+    if warehouse.startswith("sqlite:///"):
+        home_files.append(Path(warehouse.removeprefix("sqlite:///")))
+    for path in [*prefect_files, *home_files]:
+        data = path.read_bytes()
+        for form in _forms(e.canary.email):
+            assert form not in data, f"canary e-mail found in {path}"
+    for stream in (printed.out, printed.err):
+        assert e.canary.email.lower() not in stream.lower()
+        assert e.canary.last_name not in stream
