@@ -1,0 +1,98 @@
+"""The command line: one-line errors, non-zero exits, nothing stored on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import func, select
+from typer.testing import CliRunner
+
+from erasure.models import AuditEvent, Request
+from lethe import ledger
+from lethe.cli import app
+from lethe.vault import DataKey, SealedIdentity
+
+runner = CliRunner()
+
+
+def _rows() -> dict[str, int]:
+    with ledger.session() as db:
+        return {
+            model.__name__: db.exec(select(func.count()).select_from(model)).one()
+            for model in (Request, SealedIdentity, DataKey, AuditEvent)
+        }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dsr", "submit", "--email", "not-an-email", "--regulation", "gdpr"],
+         "e-mail address is not valid"),
+        (["dsr", "submit", "--email", "a@example.org", "--regulation", "lgpd"],
+         "unknown regulation 'lgpd'"),
+        (["dsr", "submit", "--email", " ", "--regulation", "ccpa"],
+         "e-mail address is not valid"),
+        (["dsr", "show", "dsr-doesnotexist"], "no request has id 'dsr-doesnotexist'"),
+        (["dsr", "run", "dsr-doesnotexist"], "no request has id dsr-doesnotexist"),
+        (["certificate", "export", "dsr-nope", "--out", "x.jws"], "no request has id"),
+    ],
+)
+def test_cli_bad_input_one_line_error_and_nothing_stored(
+    home: Path, args: list[str], message: str
+) -> None:
+    before = _rows()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert result.stdout == ""
+    assert _rows() == before
+
+
+def test_cli_bad_email_is_not_echoed(home: Path) -> None:
+    result = runner.invoke(app, ["dsr", "submit", "--email", "secret person@x.org",
+                                 "--regulation", "gdpr"])
+    assert result.exit_code == 2
+    assert "secret" not in result.stderr
+
+
+def test_cli_submit_show_list_json(home: Path) -> None:
+    submitted = runner.invoke(app, ["dsr", "submit", "--email", "Jo@Example.org",
+                                    "--regulation", "ccpa"])
+    assert submitted.exit_code == 0, submitted.stderr
+    request_id = submitted.stdout.strip()
+    assert request_id.startswith("dsr-")
+    shown = json.loads(runner.invoke(app, ["dsr", "show", request_id, "--json"]).stdout)
+    assert shown["request_id"] == request_id
+    assert shown["state"] == "received" and shown["regulation"] == "ccpa"
+    assert shown["received_at"].endswith("Z") and shown["deadline"]
+    assert shown["systems"] == []
+    listed = json.loads(runner.invoke(app, ["dsr", "list", "--json"]).stdout)
+    assert [item["request_id"] for item in listed] == [request_id]
+    assert "jo@example.org" not in json.dumps(listed).lower()
+
+
+def test_cli_certificate_verify_rejects_garbage(home: Path, tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.jws"
+    bogus.write_text("this.is.not-a-certificate")
+    result = runner.invoke(app, ["certificate", "verify", str(bogus)])
+    assert result.exit_code == 1
+    assert "does NOT verify" in result.stderr
+
+
+def test_cli_keys_rotate_keeps_old_keys_published(home: Path) -> None:
+    assert runner.invoke(app, ["keys", "init"]).exit_code == 0
+    first = json.loads((home / "keys" / "public" / "jwks.json").read_text())
+    assert runner.invoke(app, ["keys", "rotate"]).exit_code == 0
+    second = json.loads((home / "keys" / "public" / "jwks.json").read_text())
+    assert len(second["keys"]) == len(first["keys"]) + 1
+    assert {k["kid"] for k in first["keys"]} < {k["kid"] for k in second["keys"]}
+
+
+def test_cli_demo_rejects_bad_email_before_building(home: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "w"),
+                                 "--email", "nope"])
+    assert result.exit_code == 2
+    assert not (tmp_path / "w").exists()
