@@ -14,7 +14,8 @@ truncating checkpoint; PostgreSQL gets a ``VACUUM`` per touched table.
 Keys and other bound values never reach logs or exception text: the engine
 hides parameters, SQL is built from bound parameters and quoted identifiers
 only, and database errors are reduced to their SQLSTATE or SQLite error name
-and the constraint's name before they leave this module.
+and the constraint's name before they leave this module. That reduction and the
+choice of anonymisation placeholders live in ``_sql.py``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
-import secrets
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
@@ -52,24 +50,20 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.sql import sqltypes
 
+from connectors._sql import (
+    error_code,
+    placeholder,
+    translate_error,
+    violated_constraint,
+)
 from connectors.base import Action, Capabilities, Evidence, Keys, Located, Outcome
 from lethe.errors import ConfigError, ConnectorError, LetheError
-from lethe.errors import TransientConnectorError as Transient
 
 logger = logging.getLogger(__name__)
 
 BATCH_CAP = 1000
 _SYSTEM_SCHEMAS = frozenset({"information_schema"})
-_EMAIL_COLUMN = re.compile(r"e_?mail", re.IGNORECASE)
-_SQLITE_CONSTRAINT = re.compile(r"^[A-Z ]+ constraint failed(: .{1,200})?$")
-_EPOCH = date(1970, 1, 1)
-
-# PostgreSQL SQLSTATE classes that are worth a retry or point at a setting.
-_PG_TRANSIENT = ("08", "40", "53", "57", "55P03")
-_PG_CONFIG = ("28", "3D", "3F", "42")
-_SQLITE_TRANSIENT = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
 
 Ident = tuple[str, str]
 
@@ -127,7 +121,7 @@ def _scrubbed(operation: str) -> Callable[[_F], _F]:
             try:
                 return method(self, *args, **kwargs)
             except sa_exc.DBAPIError as exc:
-                error: LetheError = _translate(self.system, operation, exc)
+                error: LetheError = translate_error(self.system, operation, exc)
             except LetheError as exc:
                 error = exc
             error.__cause__ = error.__context__ = None
@@ -271,7 +265,7 @@ class WarehouseConnector:
         except sa_exc.IntegrityError as exc:
             raise ConnectorError(
                 f"{self.system}: anonymise rolled back, nothing was changed; "
-                f"{_constraint(exc)} rejects the placeholder in dataset "
+                f"{violated_constraint(exc)} rejects the placeholder in dataset "
                 f"{current!r}; make the column nullable, relax the constraint or "
                 "plan another action for it"
             ) from None
@@ -342,7 +336,7 @@ class WarehouseConnector:
 
     def _placeholder(self, col: Column[Any]) -> Any:
         try:
-            return _placeholder(col)
+            return placeholder(col)
         except ValueError as exc:
             raise ConfigError(f"{self.system}: {exc}") from None
 
@@ -355,9 +349,9 @@ class WarehouseConnector:
             return f"rows {verb}; {self._vacuum(tables)}"
         except sa_exc.DBAPIError as exc:
             logger.warning(
-                "%s: purge failed after commit (%s)", self.system, _code(exc)
+                "%s: purge failed after commit (%s)", self.system, error_code(exc)
             )
-            return f"rows {verb}; physical purge not run (failed: {_code(exc)})"
+            return f"rows {verb}; physical purge not run (failed: {error_code(exc)})"
 
     def _purge_sqlite(self) -> str:
         with self._engine.connect() as conn:
@@ -394,7 +388,7 @@ class WarehouseConnector:
         fks: Sequence[_ForeignKey],
     ) -> ConnectorError:
         blockers = self._blockers(exc, targets, fks)
-        named = ", ".join(blockers) if blockers else _constraint(exc)
+        named = ", ".join(blockers) if blockers else violated_constraint(exc)
         return ConnectorError(
             f"{self.system}: erase rolled back, nothing was deleted; blocked by "
             f"{named}; add the referencing table to the plan or resolve its rows "
@@ -522,51 +516,7 @@ def _blocks(conn: Connection, fk: _ForeignKey, targets: Sequence[_Target]) -> bo
     return False
 
 
-# -- placeholders --------------------------------------------------------------
-
-
-def _placeholder(col: Column[Any]) -> Any:
-    """A value the column accepts that carries nothing of the original."""
-    kind = col.type
-    if col.nullable:
-        return None
-    if isinstance(kind, sqltypes.Enum) and kind.enums:
-        return kind.enums[0]
-    if isinstance(kind, sqltypes.String):
-        return _text_placeholder(col.name, kind.length)
-    if isinstance(kind, sqltypes.Boolean):
-        return False
-    if isinstance(kind, sqltypes.Integer | sqltypes.Numeric):
-        return 0
-    if isinstance(kind, sqltypes.DateTime):
-        return datetime(1970, 1, 1, tzinfo=UTC if kind.timezone else None)
-    if isinstance(kind, sqltypes.Date):
-        return _EPOCH
-    if isinstance(kind, sqltypes.Time):
-        return time(0)
-    if isinstance(kind, sqltypes.Uuid):
-        return uuid.uuid4()
-    raise ValueError(
-        f"column {col.name!r} ({kind}) is NOT NULL and has no placeholder; make it "
-        "nullable or leave it out of the anonymise columns"
-    )
-
-
-def _text_placeholder(name: str, length: int | None) -> str:
-    token = secrets.token_hex(8)
-    if not _EMAIL_COLUMN.search(name):
-        return f"erased-{token}"[:length]
-
-    for email in (f"erased-{token[:8]}@invalid.example", f"{token[:8]}@x.invalid"):
-        if length is None or len(email) <= length:
-            return email
-    raise ValueError(
-        f"column {name!r} holds at most {length} characters, too few for a "
-        "placeholder e-mail address; widen it or make it nullable"
-    )
-
-
-# -- engine, configuration, errors ----------------------------------------------
+# -- engine and configuration --------------------------------------------------
 
 
 def _parse_tables(
@@ -628,39 +578,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
-
-
-def _code(exc: sa_exc.DBAPIError) -> str:
-    """SQLSTATE or SQLite error name: identifies the failure, holds no values."""
-    orig = exc.orig
-    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlite_errorname", None)
-    return str(code) if code else type(orig).__name__
-
-
-def _constraint(exc: sa_exc.IntegrityError) -> str:
-    """The violated constraint's name, from schema text only."""
-    diag = getattr(exc.orig, "diag", None)
-    name = getattr(diag, "constraint_name", None)
-    if name:
-        return f"constraint {name} on table {getattr(diag, 'table_name', '?')}"
-    message = str(exc.orig)
-    if _SQLITE_CONSTRAINT.match(message):
-        return f"the constraint in '{message}'"
-    return f"a constraint ({_code(exc)})"
-
-
-def _translate(system: str, operation: str, exc: sa_exc.DBAPIError) -> LetheError:
-    code = _code(exc)
-    where = f"{system}: {operation} failed ({code})"
-    if isinstance(exc, sa_exc.IntegrityError):
-        return ConnectorError(f"{where}; {_constraint(exc)} rejected it")
-    if code in _SQLITE_TRANSIENT or code.startswith(_PG_TRANSIENT):
-        return Transient(f"{where}; the database was busy, timed out or dropped")
-    if code == "SQLITE_CANTOPEN" or code.startswith(_PG_CONFIG):
-        return ConfigError(f"{where}; check url, tables and the role's grants")
-    if isinstance(exc, sa_exc.OperationalError) and not code.startswith("SQLITE"):
-        return Transient(f"{where}; could not reach the database, check url")
-    return ConnectorError(f"{where}; check the database log for this statement")
 
 
 def _outcome(action: Action, records: int, detail: str) -> Outcome:

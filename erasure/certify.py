@@ -32,9 +32,7 @@ CERTIFICATE_VERSION = 1
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (
-        value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def is_settled(step: SystemStep) -> bool:
@@ -74,7 +72,7 @@ def payload_for(
         "subject": {
             "digest": request.subject_digest,
             "digest_alg": "HMAC-SHA256",
-            "identity": "email",
+            "identity": request.subject_kind,
         },
         "systems": [
             {

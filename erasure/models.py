@@ -21,6 +21,7 @@ RECEIVED = "received"
 IN_PROGRESS = "in_progress"
 COMPLETED = "completed"
 INCOMPLETE = "incomplete"  # a system failed or is still awaiting its vendor
+NEEDS_DISAMBIGUATION = "needs_disambiguation"  # an identity matched several people
 
 # Per-system states
 PLANNED = "planned"
@@ -44,6 +45,7 @@ class Request(Redacted, SQLModel, table=True):
     deadline: date
     state: str = RECEIVED
     subject_digest: str = Field(index=True)
+    subject_kind: str = "email"
     resolved_at: datetime | None = None
     completed_at: datetime | None = None
     purged_at: datetime | None = None

@@ -15,13 +15,24 @@ from sqlmodel import Session, select
 
 import lineage
 from erasure import audit
-from erasure.models import IN_PROGRESS, NO_DATA, PLANNED, Request, SystemStep
+from erasure.models import (
+    IN_PROGRESS,
+    NEEDS_DISAMBIGUATION,
+    NO_DATA,
+    PLANNED,
+    RECEIVED,
+    Request,
+    SystemStep,
+)
 from erasure.requests import get, steps_of
 from lethe import ledger
+from lethe.errors import InputError
 from lethe.estate.config import Estate
+from lethe.identity import salesforce_id_18
 from lethe.runtime import current
 from lethe.vault import SealedIdentity, utcnow
 
+PERSON_OBJECTS = ("Contact", "Lead")
 PLANNED_ACTION = {"delete": "delete", "anonymise": "anonymise", "retain": "retain"}
 
 
@@ -38,34 +49,142 @@ def submitted_identities(db: Session, request_id: str) -> list[tuple[str, str]]:
     ]
 
 
-def resolve(request_id: str, estate: Estate) -> list[SystemStep]:
-    """Plan the request from lineage; a request already planned keeps its plan."""
+def _digests(db: Session, request_id: str, role: str) -> dict[str, set[str]]:
+    rows = db.exec(
+        select(SealedIdentity).where(
+            SealedIdentity.request_id == request_id, SealedIdentity.role == role
+        )
+    )
+    found: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        found[row.kind].add(row.digest)
+    return found
+
+
+def _subjects(db: Session, request: Request, estate: Estate) -> set[str] | None:
+    """The Salesforce records that are this subject, or None when ambiguous.
+
+    Every record an e-mail matches is the subject's: an address names one
+    person. A phone is different (households and offices share them): records
+    only a phone matches are the subject's when there is exactly one and no
+    e-mail matched elsewhere, or when the officer chose them.
+    """
+    submitted = _digests(db, request.id, "submitted")
+    chosen = _digests(db, request.id, "chosen").get("salesforce_id", set())
+    by_email = lineage.subjects_for(db, estate.name, submitted.get("email", set()))
+    by_phone = lineage.subjects_for(db, estate.name, submitted.get("phone", set()))
+    phone_only = by_phone - by_email
+    if chosen:
+        return by_email | (phone_only & chosen)
+    if len(phone_only) > 1 or (phone_only and by_email):
+        _record_candidates(db, request, estate, phone_only | by_email)
+        return None
+    return by_email | phone_only
+
+
+def _record_candidates(
+    db: Session, request: Request, estate: Estate, subjects: set[str]
+) -> None:
+    vault = current().vault
+    for holding in lineage.where(db, estate.name, subjects, vault=vault):
+        if holding.system != estate.source or holding.local_name not in PERSON_OBJECTS:
+            continue
+        for record_id in sorted(holding.keys):
+            db.add(
+                SealedIdentity(
+                    request_id=request.id,
+                    role="candidate",
+                    kind="salesforce_id",
+                    system=holding.system,
+                    dataset=holding.local_name,
+                    digest=lineage.subject_digest(vault, record_id),
+                    sealed=vault.seal(db, request.id, record_id),
+                )
+            )
+
+
+def resolve(request_id: str, estate: Estate) -> list[SystemStep] | None:
+    """Plan the request from lineage; a request already planned keeps its plan.
+
+    Returns None, with the request in ``needs_disambiguation`` and the
+    candidate records sealed in its vault, when an identity matched several
+    people; ``lethe dsr resolve`` records the officer's choice.
+    """
     vault = current().vault
     with ledger.session() as db:
         request = get(request_id, db)
         existing = steps_of(db, request.id)
         if request.resolved_at is not None and existing:
             return existing
-        subjects = lineage.subjects_for(db, estate.name, [request.subject_digest])
-        holdings = lineage.where(db, estate.name, subjects, vault=vault)
-        by_system: dict[str, list[lineage.Holding]] = defaultdict(list)
-        for holding in holdings:
-            by_system[holding.system].append(holding)
-        steps = [
-            _plan_system(db, request, system, by_system.get(system, []), estate)
-            for system in estate.systems
-        ]
-        request.lineage_digest = lineage_digest(holdings)
-        request.resolved_at = utcnow()
-        request.state = IN_PROGRESS
-        db.add(request)
+        if request.state == NEEDS_DISAMBIGUATION:
+            return None
+        subjects = _subjects(db, request, estate)
+        if subjects is None:
+            request.state = NEEDS_DISAMBIGUATION
+            db.add(request)
+            candidates = None
+        else:
+            holdings = lineage.where(db, estate.name, subjects, vault=vault)
+            by_system: dict[str, list[lineage.Holding]] = defaultdict(list)
+            for holding in holdings:
+                by_system[holding.system].append(holding)
+            steps = [
+                _plan_system(db, request, system, by_system.get(system, []), estate)
+                for system in estate.systems
+            ]
+            request.lineage_digest = lineage_digest(holdings)
+            request.resolved_at = utcnow()
+            request.state = IN_PROGRESS
+            db.add(request)
+            candidates = steps
+    if candidates is None:
+        audit.append("request.needs_disambiguation", request_id=request_id)
+        return None
     audit.append(
         "request.planned",
         request_id=request_id,
-        systems={s.system: s.key_count for s in steps},
+        systems={s.system: s.key_count for s in candidates},
         lineage_digest=request.lineage_digest,
     )
-    return steps
+    return candidates
+
+
+def choose(request_id: str, record_ids: list[str]) -> None:
+    """Record which candidate records are the subject's; the request can run."""
+    vault = current().vault
+    with ledger.session() as db:
+        request = get(request_id, db)
+        if request.state != NEEDS_DISAMBIGUATION:
+            raise InputError(
+                f"request {request.id} is {request.state}, not needs_disambiguation; "
+                "only an ambiguous request takes --record"
+            )
+        offered = _digests(db, request.id, "candidate").get("salesforce_id", set())
+        picked = []
+        for record_id in record_ids:
+            try:
+                digest = lineage.subject_digest(vault, record_id)
+            except InputError:
+                digest = ""
+            if digest not in offered:
+                raise InputError(
+                    f"{record_id!r} is not one of the request's candidate records; "
+                    f"`lethe dsr show {request.id}` lists them"
+                )
+            picked.append((record_id, digest))
+        for record_id, digest in picked:
+            db.add(
+                SealedIdentity(
+                    request_id=request.id,
+                    role="chosen",
+                    kind="salesforce_id",
+                    digest=digest,
+                    sealed=vault.seal(db, request.id, salesforce_id_18(record_id)),
+                )
+            )
+        request.state = RECEIVED
+        db.add(request)
+    audit.append("request.disambiguated", request_id=request_id, chosen=len(picked))
 
 
 def _plan_system(

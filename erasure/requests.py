@@ -19,9 +19,9 @@ from erasure.deadlines import REGULATIONS, deadline_for
 from erasure.models import Certificate, Request, SystemStep
 from lethe import ledger
 from lethe.errors import InputError, NotFoundError
-from lethe.identity import normalize_email
+from lethe.identity import normalize_email, normalize_phone
 from lethe.runtime import current
-from lethe.vault import SealedIdentity, utcnow
+from lethe.vault import SealedIdentity
 
 REQUEST_TYPES = ("erasure",)
 
@@ -30,27 +30,51 @@ def new_request_id() -> str:
     return f"dsr-{uuid.uuid4().hex[:12]}"
 
 
+def _identities(
+    email: str | None, phone: str | None, region: str
+) -> list[tuple[str, str]]:
+    """Validate and normalise every submitted identity, e-mail first."""
+    identities = []
+    if email is not None:
+        identities.append(("email", normalize_email(email)))
+    if phone is not None:
+        identities.append(("phone", normalize_phone(phone, region=region)))
+    if not identities:
+        raise InputError(
+            "a request needs an identity: give --email, --phone or both "
+            "(a name alone never starts an erasure)"
+        )
+    return identities
+
+
 def submit(
     *,
-    email: str,
     regulation: str,
+    email: str | None = None,
+    phone: str | None = None,
     channel: str = "cli",
     received_at: datetime | None = None,
 ) -> Request:
-    """Store a new erasure request and return it."""
+    """Store a new erasure request and return it.
+
+    Every input is validated before anything is written; the request, its data
+    key and its sealed identities are then written in one transaction.
+    """
     regulation = regulation.strip().lower()
     if regulation not in REGULATIONS:
         raise InputError(
             f"unknown regulation {regulation!r}: use one of {', '.join(REGULATIONS)}"
         )
-    normalized = normalize_email(email)
-    received = (received_at or datetime.now(UTC)).astimezone(UTC)
     runtime = current()
+    identities = _identities(email, phone, runtime.settings.phone_region)
+    received = (received_at or datetime.now(UTC)).astimezone(UTC)
     vault = runtime.vault
     request_id = new_request_id()
     with ledger.session() as db:
         vault.new_data_key(db, scope="request", key_id=request_id)
-        digest = vault.digest("email", normalized)
+        digests = [
+            (kind, value, vault.digest(kind, value)) for kind, value in identities
+        ]
         db.add(
             Request(
                 id=request_id,
@@ -58,18 +82,20 @@ def submit(
                 channel=channel,
                 received_at=received,
                 deadline=deadline_for(regulation, received),
-                subject_digest=digest,
+                subject_digest=digests[0][2],
+                subject_kind=digests[0][0],
             )
         )
-        db.add(
-            SealedIdentity(
-                request_id=request_id,
-                role="submitted",
-                kind="email",
-                digest=digest,
-                sealed=vault.seal(db, request_id, normalized),
+        for kind, value, digest in digests:
+            db.add(
+                SealedIdentity(
+                    request_id=request_id,
+                    role="submitted",
+                    kind=kind,
+                    digest=digest,
+                    sealed=vault.seal(db, request_id, value),
+                )
             )
-        )
     audit.append(
         "request.received",
         request_id=request_id,
@@ -126,6 +152,7 @@ def describe(request_id: str) -> dict[str, Any]:
         certificate = db.exec(
             select(Certificate).where(Certificate.request_id == request.id)
         ).first()
+        candidates = candidates_of(db, request.id)
     return {
         "request_id": request.id,
         "type": request.type,
@@ -137,8 +164,28 @@ def describe(request_id: str) -> dict[str, Any]:
         "completed_at": _iso(request.completed_at),
         "purged_at": _iso(request.purged_at),
         "certificate_id": certificate.id if certificate else None,
+        "candidates": candidates,
         "systems": [_step_json(step) for step in steps],
     }
+
+
+def candidates_of(db: Session, request_id: str) -> list[dict[str, str]]:
+    """Records an ambiguous identity matched, for the officer to choose from."""
+    vault = current().vault
+    rows = db.exec(
+        select(SealedIdentity).where(
+            SealedIdentity.request_id == request_id,
+            SealedIdentity.role == "candidate",
+        )
+    )
+    return [
+        {
+            "record_id": vault.open(db, request_id, row.sealed),
+            "object": row.dataset or "",
+        }
+        for row in rows
+        if row.sealed is not None
+    ]
 
 
 def _step_json(step: SystemStep) -> dict[str, Any]:
@@ -163,11 +210,4 @@ def _step_json(step: SystemStep) -> dict[str, Any]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return (
-        value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-    )
-
-
-def touch(step: SystemStep) -> SystemStep:
-    step.updated_at = utcnow()
-    return step
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None

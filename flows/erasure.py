@@ -24,11 +24,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import lineage
 from connectors.base import AsyncConnector, Connector, Outcome, SyncConnector
 from erasure import certify, plan, steps
-from erasure.models import DONE, FAILED, NO_DATA
+from erasure.models import DONE, FAILED, NEEDS_DISAMBIGUATION, NO_DATA
 from erasure.requests import get_many
 from flows.estate import (
+    can_discover,
     connector_for,
     current_estate,
+    discover,
     source_records,
     to_connector_keys,
 )
@@ -56,56 +58,112 @@ def _transient_only(task: Any, task_run: Any, state: Any) -> bool:
 TASK_OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
 
 
-@task(name="search-source", **TASK_OPTIONS)
-def search_source(request_ids: list[str]) -> dict[str, int]:
-    """Find each subject's records in the source system and add them to lineage."""
+@task(name="search-systems", **TASK_OPTIONS)
+def search_systems(request_ids: list[str]) -> dict[str, int]:
+    """Find each subject's records by identity before planning.
+
+    The source system is searched by e-mail and phone (its records and their
+    Cases join lineage); systems that can search by e-mail themselves (the ERP)
+    are asked too, so records no job copied from Salesforce are found.
+    Requests already planned are not searched again.
+    """
     estate = current_estate()
-    runtime = current()
+    pending = [rid for rid in request_ids if not _planned(rid)]
     found: dict[str, int] = {}
+    if not pending:
+        return found
+    identities = {rid: _identities(rid) for rid in pending}
     with connector_for(estate, estate.source) as source:
-        for request_id in request_ids:
-            with ledger.session() as db:
-                emails = [
-                    v
-                    for kind, v in plan.submitted_identities(db, request_id)
-                    if kind == "email"
-                ]
-            matches = source.find_contacts(emails=emails)  # type: ignore[attr-defined]
-            records = []
-            for sobject, rows in matches.items():
-                records += source_records(sobject, rows)
-            for contact in [r.id for r in records if r.sobject == "Contact"]:
-                records += [
-                    lineage.SourceRecord(sobject="Case", id=case_id, parent_id=contact)
-                    for case_id in source.cases_for([contact])  # type: ignore[attr-defined]
-                ]
-            with ledger.session() as db:
-                lineage.record_source_snapshot(
-                    db,
-                    runtime.vault,
-                    estate.name,
-                    estate.source,
-                    records,
-                    phone_region=runtime.settings.phone_region,
-                )
-            found[request_id] = len(records)
+        for request_id in pending:
+            found[request_id] = _search_source(estate, source, identities[request_id])
+    for system in estate.systems:
+        if system == estate.source:
+            continue
+        with connector_for(estate, system) as connector:
+            if not can_discover(connector):
+                continue
+            for request_id in pending:
+                _discover(estate, system, connector, identities[request_id])
     return found
 
 
+def _planned(request_id: str) -> bool:
+    return get_many([request_id])[0].resolved_at is not None
+
+
+def _identities(request_id: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {"email": [], "phone": []}
+    with ledger.session() as db:
+        for kind, value in plan.submitted_identities(db, request_id):
+            found.setdefault(kind, []).append(value)
+    return found
+
+
+def _search_source(
+    estate: Estate, source: Any, identities: dict[str, list[str]]
+) -> int:
+    runtime = current()
+    matches = source.find_contacts(
+        emails=identities["email"], phones=identities["phone"]
+    )
+    records = []
+    for sobject, rows in matches.items():
+        records += source_records(sobject, rows)
+    for contact in [r.id for r in records if r.sobject == "Contact"]:
+        records += [
+            lineage.SourceRecord(sobject="Case", id=case_id, parent_id=contact)
+            for case_id in source.cases_for([contact])
+        ]
+    with ledger.session() as db:
+        lineage.record_source_snapshot(
+            db,
+            runtime.vault,
+            estate.name,
+            estate.source,
+            records,
+            phone_region=runtime.settings.phone_region,
+        )
+    return len(records)
+
+
+def _discover(
+    estate: Estate, system: str, connector: Any, identities: dict[str, list[str]]
+) -> None:
+    vault = current().vault
+    for email in identities["email"]:
+        found = discover(connector, emails=[email])
+        with ledger.session() as db:
+            for dataset, keys in found.items():
+                lineage.record_discovered(
+                    db,
+                    vault,
+                    estate.name,
+                    f"{system}:{dataset}",
+                    keys,
+                    identity_kind="email",
+                    identity_digest=vault.digest("email", email),
+                )
+
+
 @task(name="plan-requests", **TASK_OPTIONS)
-def plan_requests(request_ids: list[str], searched: dict[str, int]) -> int:
+def plan_requests(request_ids: list[str], searched: dict[str, int]) -> list[str]:
+    """Plan every request; returns the ids that are ready to run."""
     estate = current_estate()
+    ready = []
     for request_id in request_ids:
         planned = plan.resolve(request_id, estate)
+        if planned is None:
+            continue
+        ready.append(request_id)
         for step in planned:
-            if step.state == NO_DATA:
+            if step.state == NO_DATA and not step.observed:
                 observed: dict[str, object] = {"lineage_copies": 0}
                 if step.system == estate.source:
                     observed["source_search_matches"] = searched.get(request_id, 0)
                 steps.update_step(
                     request_id, step.system, observed=observed, action="none"
                 )
-    return len(request_ids)
+    return ready
 
 
 @task(
@@ -298,7 +356,8 @@ def _forget_lineage_keys(estate: Estate, request_id: str, system: str) -> None:
 def close_requests(request_ids: list[str]) -> dict[str, str]:
     states = {}
     for request_id in request_ids:
-        certify.close(request_id)
+        if get_many([request_id])[0].state != NEEDS_DISAMBIGUATION:
+            certify.close(request_id)
         states[request_id] = get_many([request_id])[0].state
     return states
 
@@ -313,8 +372,9 @@ def erase_requests(request_ids: list[str]) -> dict[str, str]:
     """Erase the subjects of these requests everywhere lineage says they are."""
     get_many(request_ids)  # unknown ids fail before anything runs
     estate = current_estate()
-    searched = search_source(request_ids)
-    plan_requests(request_ids, searched)
-    futures = [erase_in_system.submit(system, request_ids) for system in estate.systems]
-    wait(futures)
+    searched = search_systems(request_ids)
+    ready = plan_requests(request_ids, searched)
+    if ready:
+        futures = [erase_in_system.submit(system, ready) for system in estate.systems]
+        wait(futures)
     return close_requests(request_ids)

@@ -49,7 +49,11 @@ def source_records(
         emails = tuple(v for v in (row.get("Email"), row.get("SuppliedEmail")) if v)
         phones = tuple(
             v
-            for v in (row.get("Phone"), row.get("MobilePhone"), row.get("SuppliedPhone"))
+            for v in (
+                row.get("Phone"),
+                row.get("MobilePhone"),
+                row.get("SuppliedPhone"),
+            )
             if v
         )
         records.append(
@@ -62,3 +66,14 @@ def source_records(
             )
         )
     return records
+
+
+def can_discover(connector: Connector) -> bool:
+    """Whether the system can find records by identity on its own."""
+    return hasattr(connector, "find_partners")
+
+
+def discover(connector: Connector, *, emails: Sequence[str]) -> dict[str, list[str]]:
+    """Keys the system's own identity search finds, by dataset."""
+    partners = connector.find_partners(emails=emails)  # type: ignore[attr-defined]
+    return {"A_BusinessPartner": list(partners)} if partners else {}

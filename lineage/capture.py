@@ -226,7 +226,9 @@ def _read_manifest(
             "each with a 'system:dataset' name and a list of records"
         ) from None
     finished = (
-        finished.replace(tzinfo=UTC) if finished.tzinfo is None else finished.astimezone(UTC)
+        finished.replace(tzinfo=UTC)
+        if finished.tzinfo is None
+        else finished.astimezone(UTC)
     )
     return job, run_id, finished, outputs
 
@@ -254,3 +256,71 @@ def mark_erased(
         db.add(copy)
         count += 1
     return count
+
+
+def record_discovered(
+    db: Session,
+    vault: Vault,
+    estate: str,
+    dataset: str,
+    keys: Iterable[str],
+    *,
+    identity_kind: str,
+    identity_digest: str,
+) -> int:
+    """Record records a system's own identity search found (no Salesforce origin).
+
+    Such a copy's subject is the identity digest itself, linked to itself, so
+    ``where`` finds it from the same identity: an ERP-native customer who shares
+    the e-mail is found although no job ever copied them from Salesforce.
+    """
+    lineage_key = vault.lineage_key(db)
+    known = set(
+        db.exec(
+            select(Copy.key_digest).where(
+                Copy.estate == estate,
+                Copy.dataset == dataset,
+                Copy.subject_digest == identity_digest,
+            )
+        )
+    )
+    added = 0
+    for key in keys:
+        digest = key_digest(vault, key)
+        if digest in known:
+            continue
+        known.add(digest)
+        db.add(
+            Copy(
+                estate=estate,
+                system=system_of(dataset),
+                dataset=dataset,
+                key_digest=digest,
+                subject_digest=identity_digest,
+                key_sealed=vault.seal(db, lineage_key, key),
+                job="identity search",
+                run_id="discovery",
+                copied_at=utcnow(),
+                learned_from="discovery",
+            )
+        )
+        added += 1
+    link = db.exec(
+        select(IdentityLink).where(
+            IdentityLink.estate == estate,
+            IdentityLink.identity_digest == identity_digest,
+            IdentityLink.subject_digest == identity_digest,
+        )
+    ).first()
+    if added and link is None:
+        db.add(
+            IdentityLink(
+                estate=estate,
+                kind=identity_kind,
+                identity_digest=identity_digest,
+                subject_digest=identity_digest,
+                source_object=dataset,
+            )
+        )
+    db.flush()
+    return added

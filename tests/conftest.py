@@ -9,6 +9,7 @@ where a missing server is a failure.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 
 from lethe import ledger, runtime
 
+# Prefect's home must outlive every test's LETHE_HOME (scripts/test.sh sets it).
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="lethe-prefect-"))
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = Path(os.environ.get("LETHE_SAMPLE_DATA", REPO.parent / "shared" / "data"))
 POSTGRES_URL = os.environ.get("LETHE_TEST_POSTGRES_URL")

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from erasure import requests
 from lethe.cli._common import console, handled, print_json
+from lethe.errors import InputError
 
 app = typer.Typer(
     help="Data subject requests: submit, run, show, list.", no_args_is_help=True
@@ -18,12 +19,17 @@ app = typer.Typer(
 @app.command()
 @handled
 def submit(
-    email: Annotated[str, typer.Option(help="The requester's e-mail address.")],
     regulation: Annotated[str, typer.Option(help="gdpr or ccpa.")],
+    email: Annotated[
+        str | None, typer.Option(help="The requester's e-mail address.")
+    ] = None,
+    phone: Annotated[
+        str | None, typer.Option(help="The requester's phone number.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Store an erasure request and print its id."""
-    request = requests.submit(email=email, regulation=regulation)
+    request = requests.submit(email=email, phone=phone, regulation=regulation)
     if json_out:
         print_json(requests.describe(request.id))
     else:
@@ -41,6 +47,9 @@ def run(
     from flows.erasure import erase_requests
 
     states = erase_requests(list(request_ids))
+    from erasure.purge import purge_expired
+
+    purge_expired()
     described = [requests.describe(rid) for rid in request_ids]
     if json_out:
         print_json(described if len(described) > 1 else described[0])
@@ -49,6 +58,41 @@ def run(
             print_request(item)
     if any(state != "completed" for state in states.values()):
         raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def resolve(
+    request_id: Annotated[str, typer.Argument(help="The request id.")],
+    record: Annotated[
+        list[str], typer.Option(help="A candidate record id that is the subject's.")
+    ],
+) -> None:
+    """Choose which candidate records an ambiguous request means."""
+    from erasure.plan import choose
+
+    choose(request_id, record)
+    console.print(f"{request_id} is ready to run: `lethe dsr run {request_id}`")
+
+
+@app.command()
+@handled
+def purge(
+    request_id: Annotated[
+        str | None, typer.Argument(help="A completed request to purge now.")
+    ] = None,
+    expired: Annotated[
+        bool, typer.Option(help="Purge every request past its proof period.")
+    ] = False,
+) -> None:
+    """Destroy a finished request's identifiers (crypto-shredding)."""
+    from erasure.purge import purge as purge_one
+    from erasure.purge import purge_expired
+
+    if (request_id is None) == (not expired):
+        raise InputError("give a request id or --expired, not both or neither")
+    purged = [purge_one(request_id).id] if request_id else purge_expired()
+    console.print(f"purged {len(purged)} request(s): {' '.join(purged)}".rstrip(": "))
 
 
 @app.command()
@@ -124,5 +168,12 @@ def print_request(item: dict[str, Any]) -> None:
             system["vendor_job_id"] or "",
         )
     console.print(table)
+    if item["candidates"] and item["state"] == "needs_disambiguation":
+        console.print(
+            "the identity matched several people; choose with "
+            f"`lethe dsr resolve {item['request_id']} --record ID`:"
+        )
+        for candidate in item["candidates"]:
+            console.print(f"  {candidate['object']} {candidate['record_id']}")
     if item["certificate_id"]:
         console.print(f"certificate: {item['certificate_id']}")
