@@ -19,13 +19,13 @@ Ids are compared in their 18-character form (15-character ids are extended
 with their checksum, never lower-cased); SOQL literals are escaped, and IN
 lists are cut to at most 200 values. Error messages name the system, the step
 and the HTTP status with the org's errorCode, never a record, an id, a query or
-a response body.
+a response body; ``_salesforce_http.py`` turns failed answers and token answers
+into those errors.
 """
 
 from __future__ import annotations
 
 import csv
-import email.utils
 import io
 import logging
 import re
@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import phonenumbers
 
+from connectors._salesforce_http import failure, token_from
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
 from lethe.errors import (
     ConfigError,
@@ -64,7 +65,6 @@ _IN_MAX_VALUES = 200
 _IN_MAX_CHARS = 4_000
 _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _JOB_ID = re.compile(r"^750[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
-_ERROR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,60}$")
 _VERSION = re.compile(r"^v?(\d{2,3}\.\d)$")
 _SOQL_ESCAPES = {
     "\\": "\\\\",
@@ -120,34 +120,6 @@ def _phone_forms(value: str) -> list[str]:
         forms.append(phonenumbers.format_number(number, style))
     forms.append(str(number.national_number))
     return list(dict.fromkeys(forms))
-
-
-def _error_code(response: httpx.Response) -> str | None:
-    """The org's errorCode, if the body has the REST error shape."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    if isinstance(body, list) and body and isinstance(body[0], dict):
-        code = body[0].get("errorCode")
-        if isinstance(code, str) and _ERROR_CODE.match(code):
-            return code
-    return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _vendor_time(value: object) -> datetime | None:
@@ -217,37 +189,6 @@ class SalesforceConnector:
                 "retry later, and check base_url if it persists"
             ) from None
 
-    def _fail(self, response: httpx.Response, operation: str) -> LetheError:
-        status = response.status_code
-        code = _error_code(response)
-        where = f"{self.system}: Salesforce {operation} got HTTP {status}"
-        if status == 429 or status >= 500:
-            return TransientConnectorError(
-                f"{where}; the org is busy or failing, retry later",
-                status=status,
-                retry_after=_retry_after(response),
-            )
-        if code == "REQUEST_LIMIT_EXCEEDED":
-            return TransientConnectorError(
-                f"{where} (REQUEST_LIMIT_EXCEEDED); the org's daily API allocation "
-                "is used up, retry when it recovers",
-                status=status,
-                retry_after=_retry_after(response),
-            )
-        if status == 404 and code is None:
-            return ConfigError(
-                f"{where} with no Salesforce error body; check base_url (the org's "
-                "My Domain URL) and api_version"
-            )
-        if status == 401:
-            return ConnectorError(
-                f"{where} ({code or 'no error code'}) with a fresh session; check "
-                "the connected app's "
-                "run-as user and its API access",
-                status=status,
-            )
-        return ConnectorError(f"{where} ({code or 'no error code'})", status=status)
-
     def _send(
         self, method: str, url: str, operation: str, **kwargs: Any
     ) -> httpx.Response:
@@ -262,7 +203,7 @@ class SalesforceConnector:
                 continue
             if response.is_success:
                 return response
-            raise self._fail(response, operation)
+            raise failure(self.system, response, operation)
         raise AssertionError("unreachable")
 
     def _json(self, method: str, url: str, operation: str, **kwargs: Any) -> Any:
@@ -285,26 +226,7 @@ class SalesforceConnector:
         operation = "token request"
         form = {"grant_type": "client_credentials", **self._credentials}
         response = self._http("POST", "/services/oauth2/token", operation, data=form)
-        if response.status_code in (400, 401):
-            error = _oauth_error(response)
-            if error is not None:
-                raise ConfigError(
-                    f"{self.system}: Salesforce refused the client credentials "
-                    f"({error}); check client_id and client_secret, and that the "
-                    "connected app allows the client credentials flow"
-                )
-        if not response.is_success:
-            raise self._fail(response, operation)
-        try:
-            token = response.json().get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if not isinstance(token, str) or not token:
-            raise ConfigError(
-                f"{self.system}: the token endpoint answered without an access "
-                "token; check base_url"
-            )
-        return token
+        return token_from(self.system, response, operation)
 
     # -- reading -------------------------------------------------------------
 
@@ -633,12 +555,3 @@ class SalesforceConnector:
             if left
             else "no record left, live or in the Recycle Bin",
         )
-
-
-def _oauth_error(response: httpx.Response) -> str | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    return error if isinstance(error, str) and _ERROR_CODE.match(error) else None

@@ -37,6 +37,16 @@ def _rows() -> dict[str, int]:
         (["dsr", "show", "dsr-doesnotexist"], "no request has id 'dsr-doesnotexist'"),
         (["dsr", "run", "dsr-doesnotexist"], "no request has id dsr-doesnotexist"),
         (["certificate", "export", "dsr-nope", "--out", "x.jws"], "no request has id"),
+        (["dsr", "submit", "--regulation", "gdpr"], "needs an identity"),
+        (["dsr", "submit", "--phone", "call me", "--regulation", "gdpr"],
+         "phone number cannot be read"),
+        (["dsr", "submit", "--email", "a@example.org", "--phone", "12",
+          "--regulation", "gdpr"], "phone number cannot be read"),
+        (["dsr", "resolve", "dsr-nope", "--record", "003000000000001AAA"],
+         "no request has id"),
+        (["dsr", "purge", "dsr-nope"], "no request has id"),
+        (["dsr", "purge"], "give a request id or --expired"),
+        (["dsr", "purge", "dsr-x", "--expired"], "give a request id or --expired"),
     ],
 )
 def test_cli_bad_input_one_line_error_and_nothing_stored(
@@ -96,3 +106,26 @@ def test_cli_demo_rejects_bad_email_before_building(home: Path, tmp_path: Path) 
                                  "--email", "nope"])
     assert result.exit_code == 2
     assert not (tmp_path / "w").exists()
+
+
+def test_cli_purge_and_resolve_refuse_a_request_in_the_wrong_state(home: Path) -> None:
+    request_id = runner.invoke(app, ["dsr", "submit", "--email", "x@example.org",
+                                     "--regulation", "gdpr"]).stdout.strip()
+    before = _rows()
+    purged = runner.invoke(app, ["dsr", "purge", request_id])
+    assert purged.exit_code == 2 and "only a completed request" in purged.stderr
+    resolved = runner.invoke(app, ["dsr", "resolve", request_id, "--record",
+                                   "003000000000001AAA"])
+    assert resolved.exit_code == 2 and "not needs_disambiguation" in resolved.stderr
+    assert _rows() == before
+
+
+def test_cli_purge_expired_with_nothing_due(home: Path) -> None:
+    result = runner.invoke(app, ["dsr", "purge", "--expired"])
+    assert result.exit_code == 0 and "purged 0 request(s)" in result.stdout
+
+
+def test_cli_bad_proof_period_is_a_config_error(home: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LETHE_PROOF_PERIOD_DAYS", "soon")
+    result = runner.invoke(app, ["dsr", "purge", "--expired"])
+    assert result.exit_code == 1 and "LETHE_PROOF_PERIOD_DAYS" in result.stderr

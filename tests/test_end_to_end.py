@@ -21,12 +21,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlmodel import select
 
 from connectors.salesforce import SalesforceConnector
 from connectors.sap import SapBusinessPartnerConnector
 from erasure import requests
 from erasure.certificate import CertificateInvalid, verify
 from erasure.models import Certificate
+from erasure.purge import purge
 from lethe import ledger
 from lethe.config import load_settings
 from lethe.emulators.sap import SapStore
@@ -35,7 +37,9 @@ from lethe.emulators.salesforce import SalesforceStore
 from lethe.estate.build import Servers, build
 from lethe.estate.jobs import app_user_id
 from lethe.estate.people import Person
+from lethe.errors import KeyDestroyedError
 from lethe.runtime import current
+from lethe.vault import DataKey, SealedIdentity, Vault
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -131,8 +135,6 @@ def _payload(jws: str) -> dict:
 
 
 def _certificate(request_id: str) -> str:
-    from sqlmodel import select
-
     with ledger.session() as db:
         return db.exec(
             select(Certificate.jws).where(Certificate.request_id == request_id)
@@ -254,7 +256,23 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     segment.close()
     assert requests.describe(canary_request.id)["systems"] == shown["systems"]
 
-    # The canary's e-mail is nowhere lethe or Prefect wrote, nor in the output.
+    # Purge: the identifiers can no longer be decrypted; the proof remains.
+    purge(canary_request.id)
+    with ledger.session() as db:
+        sealed = db.exec(select(SealedIdentity).where(
+            SealedIdentity.request_id == canary_request.id)).all()
+        assert sealed and all(row.sealed is None for row in sealed)
+        assert db.get(DataKey, canary_request.id).wrapped is None
+    with ledger.session() as db, pytest.raises(KeyDestroyedError):
+        Vault(current().keys).open(db, canary_request.id, b"\0" * 40)
+    assert verify(_certificate(canary_request.id), keys).payload == payload
+    record = requests.describe(canary_request.id)
+    assert record["state"] == "completed" and record["purged_at"]
+    assert record["received_at"] and record["channel"] == "cli"
+    assert [s["action"] for s in record["systems"]] == [
+        s["action"] for s in shown["systems"]]
+
+    # The canary is nowhere lethe or Prefect wrote, nor in the output.
     _flush_prefect()
     printed = capfd.readouterr()
     prefect_files = _prefect_files()
@@ -264,10 +282,15 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     warehouse = e.settings["systems"]["warehouse"]["url"]
     if warehouse.startswith("sqlite:///"):
         home_files.append(Path(warehouse.removeprefix("sqlite:///")))
+    raw_keys = [e.contact_id, e.partner_id, e.user_id]
     for path in [*prefect_files, *home_files]:
         data = path.read_bytes()
         for form in _forms(e.canary.email):
             assert form not in data, f"canary e-mail found in {path}"
+        if path in home_files[-1:] and warehouse.startswith("sqlite:///"):
+            continue  # the warehouse is the estate's, not lethe's: e-mail only
+        for key in raw_keys:
+            assert key.encode() not in data, f"a raw key of the canary is in {path}"
     for stream in (printed.out, printed.err):
         assert e.canary.email.lower() not in stream.lower()
         assert e.canary.last_name not in stream
