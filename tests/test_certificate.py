@@ -56,7 +56,11 @@ def test_old_certificate_verifies_after_rotation(home: Path) -> None:
 def test_key_files_are_owner_only(home: Path) -> None:
     KeyRing.load().ensure()
     for path in load_settings().keys_dir.rglob("*"):
-        if path.is_file() and path.suffix in (".key", ".pem") and "public" not in path.parts:
+        if (
+            path.is_file()
+            and path.suffix in (".key", ".pem")
+            and "public" not in path.parts
+        ):
             assert path.stat().st_mode & 0o077 == 0, path
 
 
@@ -69,12 +73,14 @@ def test_certificate_verifies_with_openssl_alone(home: Path, tmp_path: Path) -> 
     cert.write_text(sign(PAYLOAD, kid=kid, key=key) + "\n")
     pem = ring.publish() / "signing-key.pub.pem"
     script = Path(__file__).resolve().parents[1] / "scripts" / "verify-with-openssl.sh"
-    good = subprocess.run(["bash", str(script), str(cert), str(pem)],
-                          capture_output=True, text=True)
+    good = subprocess.run(
+        ["bash", str(script), str(cert), str(pem)], capture_output=True, text=True
+    )
     assert good.returncode == 0, good.stderr
     assert "Signature Verified Successfully" in good.stdout
     text = cert.read_text()
     cert.write_text(text[:40] + ("x" if text[40] != "x" else "y") + text[41:])
-    bad = subprocess.run(["bash", str(script), str(cert), str(pem)],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        ["bash", str(script), str(cert), str(pem)], capture_output=True, text=True
+    )
     assert bad.returncode != 0

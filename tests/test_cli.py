@@ -28,22 +28,43 @@ def _rows() -> dict[str, int]:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["dsr", "submit", "--email", "not-an-email", "--regulation", "gdpr"],
-         "e-mail address is not valid"),
-        (["dsr", "submit", "--email", "a@example.org", "--regulation", "lgpd"],
-         "unknown regulation 'lgpd'"),
-        (["dsr", "submit", "--email", " ", "--regulation", "ccpa"],
-         "e-mail address is not valid"),
+        (
+            ["dsr", "submit", "--email", "not-an-email", "--regulation", "gdpr"],
+            "e-mail address is not valid",
+        ),
+        (
+            ["dsr", "submit", "--email", "a@example.org", "--regulation", "lgpd"],
+            "unknown regulation 'lgpd'",
+        ),
+        (
+            ["dsr", "submit", "--email", " ", "--regulation", "ccpa"],
+            "e-mail address is not valid",
+        ),
         (["dsr", "show", "dsr-doesnotexist"], "no request has id 'dsr-doesnotexist'"),
         (["dsr", "run", "dsr-doesnotexist"], "no request has id dsr-doesnotexist"),
         (["certificate", "export", "dsr-nope", "--out", "x.jws"], "no request has id"),
         (["dsr", "submit", "--regulation", "gdpr"], "needs an identity"),
-        (["dsr", "submit", "--phone", "call me", "--regulation", "gdpr"],
-         "phone number cannot be read"),
-        (["dsr", "submit", "--email", "a@example.org", "--phone", "12",
-          "--regulation", "gdpr"], "phone number cannot be read"),
-        (["dsr", "resolve", "dsr-nope", "--record", "003000000000001AAA"],
-         "no request has id"),
+        (
+            ["dsr", "submit", "--phone", "call me", "--regulation", "gdpr"],
+            "phone number cannot be read",
+        ),
+        (
+            [
+                "dsr",
+                "submit",
+                "--email",
+                "a@example.org",
+                "--phone",
+                "12",
+                "--regulation",
+                "gdpr",
+            ],
+            "phone number cannot be read",
+        ),
+        (
+            ["dsr", "resolve", "dsr-nope", "--record", "003000000000001AAA"],
+            "no request has id",
+        ),
         (["dsr", "purge", "dsr-nope"], "no request has id"),
         (["dsr", "purge"], "give a request id or --expired"),
         (["dsr", "purge", "dsr-x", "--expired"], "give a request id or --expired"),
@@ -62,15 +83,17 @@ def test_cli_bad_input_one_line_error_and_nothing_stored(
 
 
 def test_cli_bad_email_is_not_echoed(home: Path) -> None:
-    result = runner.invoke(app, ["dsr", "submit", "--email", "secret person@x.org",
-                                 "--regulation", "gdpr"])
+    result = runner.invoke(
+        app, ["dsr", "submit", "--email", "secret person@x.org", "--regulation", "gdpr"]
+    )
     assert result.exit_code == 2
     assert "secret" not in result.stderr
 
 
 def test_cli_submit_show_list_json(home: Path) -> None:
-    submitted = runner.invoke(app, ["dsr", "submit", "--email", "Jo@Example.org",
-                                    "--regulation", "ccpa"])
+    submitted = runner.invoke(
+        app, ["dsr", "submit", "--email", "Jo@Example.org", "--regulation", "ccpa"]
+    )
     assert submitted.exit_code == 0, submitted.stderr
     request_id = submitted.stdout.strip()
     assert request_id.startswith("dsr-")
@@ -102,20 +125,23 @@ def test_cli_keys_rotate_keeps_old_keys_published(home: Path) -> None:
 
 
 def test_cli_demo_rejects_bad_email_before_building(home: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "w"),
-                                 "--email", "nope"])
+    result = runner.invoke(
+        app, ["demo", "--workdir", str(tmp_path / "w"), "--email", "nope"]
+    )
     assert result.exit_code == 2
     assert not (tmp_path / "w").exists()
 
 
 def test_cli_purge_and_resolve_refuse_a_request_in_the_wrong_state(home: Path) -> None:
-    request_id = runner.invoke(app, ["dsr", "submit", "--email", "x@example.org",
-                                     "--regulation", "gdpr"]).stdout.strip()
+    request_id = runner.invoke(
+        app, ["dsr", "submit", "--email", "x@example.org", "--regulation", "gdpr"]
+    ).stdout.strip()
     before = _rows()
     purged = runner.invoke(app, ["dsr", "purge", request_id])
     assert purged.exit_code == 2 and "only a completed request" in purged.stderr
-    resolved = runner.invoke(app, ["dsr", "resolve", request_id, "--record",
-                                   "003000000000001AAA"])
+    resolved = runner.invoke(
+        app, ["dsr", "resolve", request_id, "--record", "003000000000001AAA"]
+    )
     assert resolved.exit_code == 2 and "not needs_disambiguation" in resolved.stderr
     assert _rows() == before
 

@@ -31,13 +31,13 @@ from erasure.models import Certificate
 from erasure.purge import purge
 from lethe import ledger
 from lethe.config import load_settings
+from lethe.emulators.salesforce import SalesforceStore
 from lethe.emulators.sap import SapStore
 from lethe.emulators.segment import SegmentStore
-from lethe.emulators.salesforce import SalesforceStore
+from lethe.errors import KeyDestroyedError
 from lethe.estate.build import Servers, build
 from lethe.estate.jobs import app_user_id
 from lethe.estate.people import Person
-from lethe.errors import KeyDestroyedError
 from lethe.runtime import current
 from lethe.vault import DataKey, SealedIdentity, Vault
 
@@ -59,9 +59,15 @@ class Estate:
 def _canary() -> Person:
     tag = uuid.uuid4().hex[:8]
     return Person(
-        sobject="Contact", first_name="Canary", last_name=f"Q{tag}",
-        email=f"Canary.Q{tag}@Example.NET", phone="+1 (555) 555-0199",
-        city="Springfield", country="US", street="1 Canary Row", postal_code="99999",
+        sobject="Contact",
+        first_name="Canary",
+        last_name=f"Q{tag}",
+        email=f"Canary.Q{tag}@Example.NET",
+        phone="+1 (555) 555-0199",
+        city="Springfield",
+        country="US",
+        street="1 Canary Row",
+        postal_code="99999",
         cases=[{"Subject": "Delete my data", "Status": "New"}],
     )
 
@@ -77,19 +83,35 @@ def estate(any_ledger: str, tmp_path: Path) -> Iterator[Estate]:
     shutil.copyfile(built.estate_file, settings.estate_file)
     data = yaml.safe_load(built.estate_file.read_text())
     sf = data["systems"]["salesforce"]
-    connector = SalesforceConnector(system="salesforce", base_url=sf["base_url"],
-                                    client_id=sf["client_id"],
-                                    client_secret=sf["client_secret"])
-    contact_id = connector.find_contacts(emails=[canary.email.lower()])["Contact"][0]["Id"]
+    connector = SalesforceConnector(
+        system="salesforce",
+        base_url=sf["base_url"],
+        client_id=sf["client_id"],
+        client_secret=sf["client_secret"],
+    )
+    contact_id = connector.find_contacts(emails=[canary.email.lower()])["Contact"][0][
+        "Id"
+    ]
     connector.close()
     erp = data["systems"]["erp"]
-    sap = SapBusinessPartnerConnector(system="erp", base_url=erp["base_url"],
-                                      username=erp["username"], password=erp["password"])
+    sap = SapBusinessPartnerConnector(
+        system="erp",
+        base_url=erp["base_url"],
+        username=erp["username"],
+        password=erp["password"],
+    )
     partner_id = sap.find_partners(ext_ids=[contact_id])[0]
     sap.close()
     try:
-        yield Estate(tmp_path / "estate", data, servers, canary, contact_id, partner_id,
-                     app_user_id(contact_id))
+        yield Estate(
+            tmp_path / "estate",
+            data,
+            servers,
+            canary,
+            contact_id,
+            partner_id,
+            app_user_id(contact_id),
+        )
     finally:
         servers.stop()
 
@@ -97,7 +119,9 @@ def estate(any_ledger: str, tmp_path: Path) -> Iterator[Estate]:
 def _others_fingerprint(e: Estate) -> dict[str, object]:
     """Counts and checksums of everyone but the canary, in all four systems."""
     sf = SalesforceStore(e.workdir / "salesforce.db")
-    case_ids = [r["Id"] for r in sf.records("Case") if r.get("ContactId") == e.contact_id]
+    case_ids = [
+        r["Id"] for r in sf.records("Case") if r.get("ContactId") == e.contact_id
+    ]
     mine = {e.contact_id, *case_ids}
     sf_sum = sf.checksum(exclude=mine)
     sf_counts = {
@@ -115,17 +139,26 @@ def _others_fingerprint(e: Estate) -> dict[str, object]:
     events.close()
     engine = create_engine(e.settings["systems"]["warehouse"]["url"])
     with engine.connect() as db:
-        raw = db.execute(text("SELECT * FROM raw_sf_contact WHERE sf_id != :i "
-                              "ORDER BY sf_id"), {"i": e.contact_id}).fetchall()
-        mart = db.execute(text("SELECT * FROM mart_customer_summary WHERE sf_id != :i "
-                               "ORDER BY sf_id"), {"i": e.contact_id}).fetchall()
+        raw = db.execute(
+            text("SELECT * FROM raw_sf_contact WHERE sf_id != :i ORDER BY sf_id"),
+            {"i": e.contact_id},
+        ).fetchall()
+        mart = db.execute(
+            text(
+                "SELECT * FROM mart_customer_summary WHERE sf_id != :i ORDER BY sf_id"
+            ),
+            {"i": e.contact_id},
+        ).fetchall()
     engine.dispose()
     return {
         "salesforce": (sf_counts, sf_sum),
         "erp": (sap_count, sap_sum),
         "analytics": (len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()),
-        "warehouse": (len(raw), len(mart),
-                      hashlib.sha256(repr((raw, mart)).encode()).hexdigest()),
+        "warehouse": (
+            len(raw),
+            len(mart),
+            hashlib.sha256(repr((raw, mart)).encode()).hexdigest(),
+        ),
     }
 
 
@@ -143,7 +176,9 @@ def _certificate(request_id: str) -> str:
 
 def _prefect_files() -> list[Path]:
     explicit = os.environ.get("LETHE_TEST_PREFECT_DB")
-    base = Path(explicit) if explicit else Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+    base = (
+        Path(explicit) if explicit else Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+    )
     return [p for p in (base, Path(f"{base}-wal")) if p.exists()]
 
 
@@ -158,8 +193,18 @@ def _flush_prefect() -> None:
 def _forms(value: str) -> list[bytes]:
     from urllib.parse import quote
 
-    return sorted({f.encode() for f in (value, value.lower(), value.upper(),
-                                        quote(value), quote(value.lower()))})
+    return sorted(
+        {
+            f.encode()
+            for f in (
+                value,
+                value.lower(),
+                value.upper(),
+                quote(value),
+                quote(value.lower()),
+            )
+        }
+    )
 
 
 def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -> None:
@@ -170,7 +215,9 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     before = _others_fingerprint(e)
     assert capture_lineage()["manifest_copies"] > 0
 
-    canary_request = requests.submit(email=f"  {e.canary.email}\u00a0", regulation="gdpr")
+    canary_request = requests.submit(
+        email=f"  {e.canary.email}\u00a0", regulation="gdpr"
+    )
     nobody = requests.submit(email="nobody.at.all@example.org", regulation="ccpa")
     states = erase_requests([canary_request.id, nobody.id])
     assert states == {canary_request.id: "completed", nobody.id: "completed"}
@@ -179,8 +226,10 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     systems = {s["system"]: s for s in shown["systems"]}
     assert systems["salesforce"]["action"] == "deleted"
     assert systems["salesforce"]["records_affected"] == 2  # the Contact and its Case
-    assert systems["warehouse"]["observed"] == {"raw.sf_contact": 0,
-                                                "mart.customer_summary": 0}
+    assert systems["warehouse"]["observed"] == {
+        "raw.sf_contact": 0,
+        "mart.customer_summary": 0,
+    }
     assert systems["analytics"]["vendor_status"] == "FINISHED"
     assert systems["erp"]["action"] == "retained"
     assert systems["erp"]["retained_until"] and systems["erp"]["basis"]
@@ -188,21 +237,30 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
 
     # Salesforce returns the canary from neither query nor queryAll.
     sf = e.settings["systems"]["salesforce"]
-    connector = SalesforceConnector(system="salesforce", base_url=sf["base_url"],
-                                    client_id=sf["client_id"],
-                                    client_secret=sf["client_secret"])
+    connector = SalesforceConnector(
+        system="salesforce",
+        base_url=sf["base_url"],
+        client_id=sf["client_id"],
+        client_secret=sf["client_secret"],
+    )
     evidence = connector.verify({"Contact": [e.contact_id]})
     assert evidence.verified and set(evidence.observed.values()) == {0}
     assert connector.find_contacts(emails=[e.canary.email.lower()]) in (
-        {}, {"Contact": [], "Lead": []})
+        {},
+        {"Contact": [], "Lead": []},
+    )
     connector.close()
     # Warehouse: no row for the canary in any table.
     engine = create_engine(e.settings["systems"]["warehouse"]["url"])
     with engine.connect() as db:
         for table in ("raw_sf_contact", "mart_customer_summary"):
-            count = db.execute(text(f"SELECT count(*) FROM {table} WHERE sf_id = :i "  # noqa: S608
-                                    "OR lower(email) = :m"),
-                               {"i": e.contact_id, "m": e.canary.email.lower()}).scalar()
+            count = db.execute(
+                text(
+                    f"SELECT count(*) FROM {table} WHERE sf_id = :i "  # noqa: S608
+                    "OR lower(email) = :m"
+                ),
+                {"i": e.contact_id, "m": e.canary.email.lower()},
+            ).scalar()
             assert count == 0, table
     engine.dispose()
     # Analytics: the regulation finished and the events are gone.
@@ -237,16 +295,31 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     with pytest.raises(CertificateInvalid):
         verify(tampered, keys)
     decoded = json.dumps(payload)
-    for identifier in (e.canary.email, e.canary.email.lower(), e.canary.last_name,
-                       e.contact_id, e.contact_id[:15], e.partner_id, e.user_id,
-                       "5550199"):
+    for identifier in (
+        e.canary.email,
+        e.canary.email.lower(),
+        e.canary.last_name,
+        e.contact_id,
+        e.contact_id[:15],
+        e.partner_id,
+        e.user_id,
+        "5550199",
+    ):
         assert identifier not in decoded and identifier not in jws
     cert_file = e.workdir / "canary.jws"
     cert_file.write_text(jws + "\n")
     if shutil.which("openssl"):
         pem = current().keys.publish() / "signing-key.pub.pem"
-        result = subprocess.run(["bash", str(REPO / "scripts/verify-with-openssl.sh"),
-                                 str(cert_file), str(pem)], capture_output=True, text=True)
+        result = subprocess.run(
+            [
+                "bash",
+                str(REPO / "scripts/verify-with-openssl.sh"),
+                str(cert_file),
+                str(pem),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0 and "Verified Successfully" in result.stdout
 
     # Running the same request again files no second regulation, same outcome.
@@ -259,8 +332,9 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     # Purge: the identifiers can no longer be decrypted; the proof remains.
     purge(canary_request.id)
     with ledger.session() as db:
-        sealed = db.exec(select(SealedIdentity).where(
-            SealedIdentity.request_id == canary_request.id)).all()
+        sealed = db.exec(
+            select(SealedIdentity).where(SealedIdentity.request_id == canary_request.id)
+        ).all()
         assert sealed and all(row.sealed is None for row in sealed)
         assert db.get(DataKey, canary_request.id).wrapped is None
     with ledger.session() as db, pytest.raises(KeyDestroyedError):
@@ -270,7 +344,8 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     assert record["state"] == "completed" and record["purged_at"]
     assert record["received_at"] and record["channel"] == "cli"
     assert [s["action"] for s in record["systems"]] == [
-        s["action"] for s in shown["systems"]]
+        s["action"] for s in shown["systems"]
+    ]
 
     # The canary is nowhere lethe or Prefect wrote, nor in the output.
     _flush_prefect()

@@ -35,8 +35,16 @@ def test_normalize_email_strips_subaddress_when_configured() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "dana", "dana@", "@example.org", "da na@example.org", "a@b@c.org",
-            "dana@example"]
+    "bad",
+    [
+        "",
+        "dana",
+        "dana@",
+        "@example.org",
+        "da na@example.org",
+        "a@b@c.org",
+        "dana@example",
+    ],
 )
 def test_normalize_email_rejects_malformed(bad: str) -> None:
     with pytest.raises(InputError, match="e-mail address is not valid"):

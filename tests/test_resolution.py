@@ -18,7 +18,9 @@ from tests.conftest import SAMPLE_DATA
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not SAMPLE_DATA.exists(), reason=f"no sample data at {SAMPLE_DATA}"),
+    pytest.mark.skipif(
+        not SAMPLE_DATA.exists(), reason=f"no sample data at {SAMPLE_DATA}"
+    ),
 ]
 SHARED_PHONE = "+1 (520) 547-2228"  # four easy-spaces-lwc contacts share it
 SHARED_EMAIL = "max.vrsic@flight.example.de"  # two cap-sflight customers share it
@@ -32,13 +34,17 @@ def test_resolution_on_sample_data(home: Path, tmp_path: Path) -> None:
     from flows.capture import capture_lineage
     from flows.erasure import erase_requests
 
-    built, servers = build(tmp_path / "estate", sample_data=SAMPLE_DATA, step_seconds=0.05)
+    built, servers = build(
+        tmp_path / "estate", sample_data=SAMPLE_DATA, step_seconds=0.05
+    )
     try:
         load_settings().home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(built.estate_file, load_settings().estate_file)
         capture_lineage()
         featured = from_sample_data(SAMPLE_DATA).people[0]
-        assert featured.ref and featured.ref.startswith("coral-cloud/") and featured.cases
+        assert (
+            featured.ref and featured.ref.startswith("coral-cloud/") and featured.cases
+        )
         by_email = requests.submit(email=featured.email.upper(), regulation="gdpr")
         by_phone = requests.submit(phone="520.547.2228", regulation="ccpa")
         shared = requests.submit(email=SHARED_EMAIL, regulation="gdpr")
@@ -55,8 +61,9 @@ def test_resolution_on_sample_data(home: Path, tmp_path: Path) -> None:
         assert erp["keys_found"] == 2 and erp["records_affected"] == 2
         assert _systems(shared.id)["salesforce"]["state"] == "no_data"
         sap = SapStore(built.workdir / "erp.db")
-        blocked = [p for p in sap.rows("A_BusinessPartner")
-                   if p["BusinessPartnerIsBlocked"]]
+        blocked = [
+            p for p in sap.rows("A_BusinessPartner") if p["BusinessPartnerIsBlocked"]
+        ]
         sap.close()
         assert len(blocked) >= 2
 
