@@ -1,22 +1,39 @@
-"""How the Salesforce connector reads the org's answers when they are not data.
+"""How the Salesforce connector talks to the org when the answer is not data.
 
-Kept apart from ``salesforce.py`` so the connector reads as the erase steps:
-here a failed answer becomes a lethe error (429, 5xx and
-REQUEST_LIMIT_EXCEEDED are transient, honouring ``Retry-After``; a 404 without
-an error body points at ``base_url``), and a token endpoint answer becomes an
-access token or the configuration error that explains its absence. Only the
-status, the org's ``errorCode`` and the OAuth ``error`` reach a message, never
-a response body.
+Kept apart from ``salesforce.py`` so the connector reads as the erase steps.
+``OrgSession`` owns the HTTP side: the OAuth client-credentials token (renewed
+once when the org rejects the session), pacing, and retries of 429, 5xx and
+timeouts through ``connectors._resilience``. ``failure`` turns a failed answer
+into a lethe error (429, 5xx and REQUEST_LIMIT_EXCEEDED are transient,
+honouring ``Retry-After``; a 404 without an error body points at
+``base_url``), and ``token_from`` turns a token endpoint answer into an access
+token or the configuration error that explains its absence. Only the status,
+the org's ``errorCode`` and the OAuth ``error`` reach a message, never a
+response body.
+
+A daily API allocation used up (403 REQUEST_LIMIT_EXCEEDED) is transient for
+the flow, which reschedules the step, but is not retried here: it will not
+recover within seconds.
 """
 
 from __future__ import annotations
 
-import email.utils
+import logging
 import re
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import httpx
 
+from connectors._resilience import (
+    Pacer,
+    RetryPolicy,
+    call_with_retries,
+    parse_retry_after,
+    retry_logger,
+)
 from lethe.errors import (
     ConfigError,
     ConnectorError,
@@ -24,7 +41,140 @@ from lethe.errors import (
     TransientConnectorError,
 )
 
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
 _ERROR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,60}$")
+_TOKEN_PATH = "/services/oauth2/token"
+
+
+class OrgSession:
+    """One org's HTTP client: authorised, paced and retried calls."""
+
+    def __init__(
+        self,
+        *,
+        system: str,
+        base_url: str,
+        credentials: dict[str, str],
+        timeout: float,
+        transport: httpx.BaseTransport | None,
+        policy: RetryPolicy,
+        pacer: Pacer,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.system = system
+        self.policy = policy
+        self._pacer = pacer
+        self._sleep = sleep
+        self._credentials = credentials
+        self._timeout = timeout
+        self._token: str | None = None
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def retried(
+        self,
+        send: Callable[[], T],
+        operation: str,
+        *,
+        retry_if: Callable[[TransientConnectorError], bool] | None = None,
+    ) -> T:
+        """``send`` under this org's retry policy (``send`` paces its own calls)."""
+        return call_with_retries(
+            send,
+            policy=self.policy,
+            sleep=self._sleep,
+            retry_if=retry_if,
+            on_retry=retry_logger(logger, self.system, operation),
+        )
+
+    def send(
+        self, method: str, url: str, operation: str, **kwargs: Any
+    ) -> httpx.Response:
+        """An authorised call; a rejected session is renewed once."""
+        extra = kwargs.pop("headers", {})
+        for attempt in (1, 2):
+            headers = {"Authorization": f"Bearer {self._access_token()}", **extra}
+            response = self._http(method, url, operation, headers=headers, **kwargs)
+            if response.status_code == 401 and attempt == 1:
+                logger.debug("%s: session rejected; fetching a new token", self.system)
+                self._token = None
+                continue
+            if response.is_success:
+                return response
+            raise failure(self.system, response, operation)
+        raise AssertionError("unreachable")
+
+    def json(self, method: str, url: str, operation: str, **kwargs: Any) -> Any:
+        """An authorised call whose answer must be JSON."""
+        response = self.send(method, url, operation, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise ConnectorError(
+                f"{self.system}: Salesforce {operation} answered HTTP "
+                f"{response.status_code} with a body that is not JSON; check base_url",
+                status=response.status_code,
+            ) from None
+
+    def _http(
+        self,
+        method: str,
+        url: str,
+        operation: str,
+        *,
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One call, paced; 429, 5xx and timeouts retried unless ``retry`` is off."""
+        return call_with_retries(
+            lambda: self._attempt(method, url, operation, **kwargs),
+            policy=self.policy if retry else replace(self.policy, max_attempts=1),
+            pacer=self._pacer,
+            sleep=self._sleep,
+            on_retry=retry_logger(logger, self.system, operation),
+        )
+
+    def _attempt(
+        self, method: str, url: str, operation: str, **kwargs: Any
+    ) -> httpx.Response:
+        try:
+            response = self._client.request(method, url, **kwargs)
+        except httpx.TimeoutException:
+            raise TransientConnectorError(
+                f"{self.system}: Salesforce {operation} timed out after "
+                f"{self._timeout:g}s; the org may be slow, retry later"
+            ) from None
+        except httpx.TransportError:
+            raise TransientConnectorError(
+                f"{self.system}: Salesforce {operation} could not reach the org; "
+                "retry later, and check base_url if it persists"
+            ) from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise failure(self.system, response, operation)
+        return response
+
+    def _access_token(self) -> str:
+        if self._token is None:
+            operation = "token request"
+            form = {"grant_type": "client_credentials", **self._credentials}
+            response = self._http("POST", _TOKEN_PATH, operation, data=form)
+            self._token = token_from(self.system, response, operation)
+        return self._token
+
+
+def answer_was_busy(error: TransientConnectorError) -> bool:
+    """429, 5xx or no answer: worth another try now (a daily limit is not)."""
+    return error.status is None or error.status == 429 or error.status >= 500
 
 
 def failure(system: str, response: httpx.Response, operation: str) -> LetheError:
@@ -36,14 +186,14 @@ def failure(system: str, response: httpx.Response, operation: str) -> LetheError
         return TransientConnectorError(
             f"{where}; the org is busy or failing, retry later",
             status=status,
-            retry_after=_retry_after(response),
+            retry_after=parse_retry_after(response),
         )
     if code == "REQUEST_LIMIT_EXCEEDED":
         return TransientConnectorError(
             f"{where} (REQUEST_LIMIT_EXCEEDED); the org's daily API allocation "
             "is used up, retry when it recovers",
             status=status,
-            retry_after=_retry_after(response),
+            retry_after=parse_retry_after(response),
         )
     if status == 404 and code is None:
         return ConfigError(
@@ -98,21 +248,6 @@ def _error_code(response: httpx.Response) -> str | None:
         if isinstance(code, str) and _ERROR_CODE.match(code):
             return code
     return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _oauth_error(response: httpx.Response) -> str | None:

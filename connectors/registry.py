@@ -19,6 +19,8 @@ KINDS: dict[str, str] = {
     "warehouse": "connectors.warehouse:WarehouseConnector",
     "segment": "connectors.segment:SegmentConnector",
     "sap_business_partner": "connectors.sap:SapBusinessPartnerConnector",
+    "mixpanel": "connectors.mixpanel:MixpanelConnector",
+    "amplitude": "connectors.amplitude:AmplitudeConnector",
 }
 
 

@@ -15,6 +15,15 @@ Why these calls (vendor-apis.md §1, §7):
 - A vendor's "JobComplete" is not proof: ``verify`` re-reads with ``query`` and
   ``queryAll`` and names records that are only in the Recycle Bin.
 
+Every call is paced and its 429s, 5xx and timeouts retried (``_resilience``,
+through ``_salesforce_http.OrgSession``). Creating a Bulk job is the one call
+that cannot simply be repeated: a timeout or 5xx may hide a job the org did
+create, so before posting again the connector adopts an Open hardDelete job on
+the same object created since the first attempt (``find_job``'s listing); only
+a 429, which the org refused unprocessed, or finding none posts again. The org
+may still be creating a lost job when the listing is read; the backoff before
+the look narrows that window, and an empty Open job left behind holds no data.
+
 Ids are compared in their 18-character form (15-character ids are extended
 with their checksum, never lower-cased); SOQL literals are escaped, and IN
 lists are cut to at most 200 values. Error messages name the system, the step
@@ -29,14 +38,17 @@ import csv
 import io
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import phonenumbers
 
-from connectors._salesforce_http import failure, token_from
+from connectors._resilience import Pacer, RetryPolicy, pacer_for
+from connectors._salesforce_http import OrgSession, answer_was_busy
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
 from lethe.errors import (
     ConfigError,
@@ -54,6 +66,7 @@ logger = logging.getLogger(__name__)
 _CHILD_FIRST = ("Case", "Contact", "Lead", "Account")
 _RUNNING = frozenset({"UploadComplete", "InProgress"})
 _NOT_FINAL = _RUNNING | {"Open"}
+_CLOSED = _RUNNING | {"JobComplete"}
 _PERSON_FIELDS = ("Id", "Email", "Phone", "MobilePhone")
 _SNAPSHOT_FIELDS = {
     "Contact": _PERSON_FIELDS,
@@ -61,6 +74,7 @@ _SNAPSHOT_FIELDS = {
     "Case": ("Id", "ContactId", "SuppliedEmail", "SuppliedPhone"),
     "Account": ("Id", "Phone"),
 }
+_CLOCK_SKEW = timedelta(minutes=2)
 _IN_MAX_VALUES = 200
 _IN_MAX_CHARS = 4_000
 _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
@@ -131,6 +145,11 @@ def _vendor_time(value: object) -> datetime | None:
         return None
 
 
+def _created_since(info: dict[str, Any], since: datetime) -> bool:
+    created = _vendor_time(info.get("createdDate"))
+    return created is not None and created >= since
+
+
 class SalesforceConnector:
     """One Salesforce org, reached with the OAuth client-credentials flow."""
 
@@ -149,6 +168,11 @@ class SalesforceConnector:
         timeout: float = 10.0,
         poll_interval: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        max_attempts: int = 4,
+        backoff_cap: float = 30.0,
+        rate_limit_per_second: float | None = None,
+        pacer: Pacer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         match = _VERSION.match(api_version.strip())
         if match is None:
@@ -157,76 +181,23 @@ class SalesforceConnector:
             )
         self.system = system
         self.poll_interval = poll_interval
+        self.capabilities = replace(
+            self.capabilities, rate_limit_per_second=rate_limit_per_second
+        )
         self._data = f"/services/data/v{match.group(1)}"
-        self._credentials = {"client_id": client_id, "client_secret": client_secret}
-        self._timeout = timeout
-        self._token: str | None = None
-        self._client = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(timeout),
+        self._org = OrgSession(
+            system=system,
+            base_url=base_url,
+            credentials={"client_id": client_id, "client_secret": client_secret},
+            timeout=timeout,
             transport=transport,
-            follow_redirects=False,
+            policy=RetryPolicy(max_attempts=max_attempts, max_delay=backoff_cap),
+            pacer=pacer or pacer_for(f"salesforce:{system}", rate_limit_per_second),
+            sleep=sleep,
         )
 
     def close(self) -> None:
-        self._client.close()
-
-    # -- HTTP ----------------------------------------------------------------
-
-    def _http(
-        self, method: str, url: str, operation: str, **kwargs: Any
-    ) -> httpx.Response:
-        try:
-            return self._client.request(method, url, **kwargs)
-        except httpx.TimeoutException:
-            raise TransientConnectorError(
-                f"{self.system}: Salesforce {operation} timed out after "
-                f"{self._timeout:g}s; the org may be slow, retry later"
-            ) from None
-        except httpx.TransportError:
-            raise TransientConnectorError(
-                f"{self.system}: Salesforce {operation} could not reach the org; "
-                "retry later, and check base_url if it persists"
-            ) from None
-
-    def _send(
-        self, method: str, url: str, operation: str, **kwargs: Any
-    ) -> httpx.Response:
-        """An authorised call; a rejected session is renewed once."""
-        extra = kwargs.pop("headers", {})
-        for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self._access_token()}", **extra}
-            response = self._http(method, url, operation, headers=headers, **kwargs)
-            if response.status_code == 401 and attempt == 1:
-                logger.debug("%s: session rejected; fetching a new token", self.system)
-                self._token = None
-                continue
-            if response.is_success:
-                return response
-            raise failure(self.system, response, operation)
-        raise AssertionError("unreachable")
-
-    def _json(self, method: str, url: str, operation: str, **kwargs: Any) -> Any:
-        response = self._send(method, url, operation, **kwargs)
-        try:
-            return response.json()
-        except ValueError:
-            raise ConnectorError(
-                f"{self.system}: Salesforce {operation} answered HTTP "
-                f"{response.status_code} with a body that is not JSON; check base_url",
-                status=response.status_code,
-            ) from None
-
-    def _access_token(self) -> str:
-        if self._token is None:
-            self._token = self._fetch_token()
-        return self._token
-
-    def _fetch_token(self) -> str:
-        operation = "token request"
-        form = {"grant_type": "client_credentials", **self._credentials}
-        response = self._http("POST", "/services/oauth2/token", operation, data=form)
-        return token_from(self.system, response, operation)
+        self._org.close()
 
     # -- reading -------------------------------------------------------------
 
@@ -236,7 +207,7 @@ class SalesforceConnector:
         url: str | None = f"{self._data}/{operation}"
         params: dict[str, str] | None = {"q": soql}
         while url is not None:
-            body = self._json("GET", url, operation, params=params)
+            body = self._org.json("GET", url, operation, params=params)
             records = body.get("records") if isinstance(body, dict) else None
             if not isinstance(records, list):
                 raise ConnectorError(
@@ -364,7 +335,7 @@ class SalesforceConnector:
             "lineEnding": "LF",
             "columnDelimiter": "COMMA",
         }
-        info = self._json("POST", self._jobs_url(), "Bulk job create", json=spec)
+        info = self._create_job(sobject, spec)
         job_id = info.get("id") if isinstance(info, dict) else None
         if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
             raise ConnectorError(
@@ -372,15 +343,14 @@ class SalesforceConnector:
             )
         upload = "Id\n" + "".join(f"{value}\n" for value in ids)
         try:
-            self._send(
+            self._org.send(
                 "PUT",
                 self._jobs_url(job_id) + "/batches",
                 "Bulk job upload",
                 content=upload.encode(),
                 headers={"Content-Type": "text/csv"},
             )
-            close = {"state": "UploadComplete"}
-            self._send("PATCH", self._jobs_url(job_id), "Bulk job close", json=close)
+            self._close_job(job_id)
         except LetheError:
             self._abort_quietly(job_id)
             raise
@@ -394,9 +364,73 @@ class SalesforceConnector:
         )
         return job_id
 
+    def _close_job(self, job_id: str) -> None:
+        """Mark the upload complete; a refusal from a job already closed is fine.
+
+        A close whose answer was lost and then retried is refused (the job has
+        moved on), so the job's own state decides.
+        """
+        close = {"state": "UploadComplete"}
+        try:
+            self._org.send(
+                "PATCH", self._jobs_url(job_id), "Bulk job close", json=close
+            )
+        except ConnectorError as exc:
+            if exc.status != 400 or self._job_info(job_id)["state"] not in _CLOSED:
+                raise
+
+    def _create_job(self, sobject: str, spec: dict[str, str]) -> Any:
+        """POST the job; after an unclear failure, look for it before posting again.
+
+        A timeout or 5xx does not say whether the org created the job, so the
+        next attempt first adopts an Open hardDelete job on the object created
+        since this call began (allowing for clock skew). Only finding none, or
+        a 429 (refused unprocessed), posts again.
+        """
+        since = datetime.now(UTC) - _CLOCK_SKEW
+        unclear = False
+
+        def attempt() -> Any:
+            nonlocal unclear
+            if unclear and (orphan := self._open_job(sobject, since)) is not None:
+                logger.info(
+                    "%s: adopting the Bulk job a lost create filed", self.system
+                )
+                return orphan
+            try:
+                url, operation = self._jobs_url(), "Bulk job create"
+                return self._org.json("POST", url, operation, json=spec, retry=False)
+            except TransientConnectorError as exc:
+                unclear = unclear or exc.status is None or exc.status >= 500
+                raise
+
+        return self._org.retried(attempt, "Bulk job create", retry_if=answer_was_busy)
+
+    def _open_job(self, sobject: str, since: datetime) -> dict[str, Any] | None:
+        """The newest Open hardDelete job on ``sobject`` created after ``since``."""
+        found = [
+            info
+            for info in self._list_jobs()
+            if info.get("operation") == "hardDelete"
+            and info.get("object") == sobject
+            and info.get("state") == "Open"
+            and _created_since(info, since)
+        ]
+        if not found:
+            return None
+        return max(found, key=lambda info: str(info.get("createdDate", "")))
+
+    def _list_jobs(self) -> Iterator[dict[str, Any]]:
+        url: str | None = self._jobs_url()
+        params: dict[str, str] | None = {"jobType": "V2Ingest"}
+        while url is not None:
+            body = self._org.json("GET", url, "Bulk job list", params=params)
+            yield from body.get("records") or []
+            url, params = self._next_page(body, "Bulk job list"), None
+
     def _abort_quietly(self, job_id: str) -> None:
         try:
-            self._send(
+            self._org.send(
                 "PATCH",
                 self._jobs_url(job_id),
                 "Bulk job abort",
@@ -407,7 +441,7 @@ class SalesforceConnector:
 
     def _job_info(self, job_id: str) -> dict[str, Any]:
         try:
-            info = self._json("GET", self._jobs_url(job_id), "Bulk job status")
+            info = self._org.json("GET", self._jobs_url(job_id), "Bulk job status")
         except ConnectorError as exc:
             if exc.status != 404:
                 raise
@@ -423,7 +457,7 @@ class SalesforceConnector:
         return info
 
     def _failed_rows(self, job_id: str) -> int:
-        response = self._send(
+        response = self._org.send(
             "GET", self._jobs_url(job_id) + "/failedResults/", "Bulk job results"
         )
         rows = list(csv.reader(io.StringIO(response.text)))
@@ -507,19 +541,13 @@ class SalesforceConnector:
     def find_job(self, keys: Keys, *, idempotency_key: str) -> str | None:
         """The newest unfinished hardDelete job on one of the keys' objects."""
         objects = set(self._keys(keys))
-        url: str | None = self._jobs_url()
-        params: dict[str, str] | None = {"jobType": "V2Ingest"}
-        found: list[dict[str, Any]] = []
-        while url is not None:
-            body = self._json("GET", url, "Bulk job list", params=params)
-            for info in body.get("records") or []:
-                if (
-                    info.get("operation") == "hardDelete"
-                    and info.get("object") in objects
-                    and info.get("state") in _NOT_FINAL
-                ):
-                    found.append(info)
-            url, params = self._next_page(body, "Bulk job list"), None
+        found = [
+            info
+            for info in self._list_jobs()
+            if info.get("operation") == "hardDelete"
+            and info.get("object") in objects
+            and info.get("state") in _NOT_FINAL
+        ]
         if not found:
             return None
         newest = max(found, key=lambda info: str(info.get("createdDate", "")))

@@ -17,19 +17,37 @@ a copy is left there.
 Segment has no idempotency key on regulations. A job filed by a process that
 died before recording its id is found again by ``find_job``, which matches the
 workspace's SUPPRESS_WITH_DELETE regulations by their exact subject set.
+
+Every call is paced (10 a second, 10 at once, by default: creating regulations
+is limited to 600 a minute; one limiter per system in the process) and its 429s, 5xx and
+timeouts are retried (``_resilience``). Creating a regulation is the one call
+that cannot simply be repeated: a timeout or 5xx may hide a regulation Segment
+did file, so before posting again the connector looks for one with exactly
+these subjects created since the first attempt; only a 429, which Segment
+refused unprocessed, or finding none posts again. Segment may still be filing
+a lost request when the list is read; the backoff before the look narrows that
+window, and a duplicate would only repeat the same deletion.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from connectors._resilience import (
+    Pacer,
+    RetryPolicy,
+    call_with_retries,
+    pacer_for,
+    parse_retry_after,
+    retry_logger,
+)
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
 from lethe.errors import ConfigError, ConnectorError, TransientConnectorError
 
@@ -44,6 +62,9 @@ SUPPRESSION_PAGE = 1000
 SUBJECT_TYPES = {"userId": "USER_ID", "anonymousId": "ANONYMOUS_ID"}
 FAILED_ENDINGS = frozenset({"PARTIAL_SUCCESS", "FAILED", "INVALID", "NOT_SUPPORTED"})
 IN_PROGRESS = ("INITIALIZED", "RUNNING")
+RATE_LIMIT_PER_SECOND = 10.0  # 600 regulation creations a minute
+RATE_BURST = 10  # Segment counts per minute, so a second's worth may go at once
+_CLOCK_SKEW = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -54,24 +75,6 @@ class _Batch:
     list_path: str
     subject_type: str
     ids: tuple[str, ...]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds to wait, from Retry-After or else Segment's X-RateLimit-Reset."""
-    value = response.headers.get("Retry-After")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-    when = value or response.headers.get("X-RateLimit-Reset")
-    if not when:
-        return None
-    try:
-        moment = parsedate_to_datetime(when)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _has_vendor_errors(response: httpx.Response) -> bool:
@@ -104,6 +107,11 @@ class SegmentConnector:
         source_id: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        max_attempts: int = 4,
+        backoff_cap: float = 30.0,
+        rate_limit_per_second: float | None = RATE_LIMIT_PER_SECOND,
+        pacer: Pacer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.system = system
         self.source_id = source_id
@@ -112,8 +120,13 @@ class SegmentConnector:
             asynchronous=True,
             verify_by_read=True,
             batch_cap=MAX_SUBJECT_IDS,
-            rate_limit_per_second=10.0,  # 600 regulation creations a minute
+            rate_limit_per_second=rate_limit_per_second,
         )
+        self._policy = RetryPolicy(max_attempts=max_attempts, max_delay=backoff_cap)
+        self._pacer = pacer or pacer_for(
+            f"segment:{system}", rate_limit_per_second, burst=RATE_BURST
+        )
+        self._sleep = sleep
         self._client = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={
@@ -261,18 +274,60 @@ class SegmentConnector:
         return path, path
 
     def _file(self, batch: _Batch) -> str:
+        """POST the regulation; after an unclear failure, look before posting again.
+
+        A timeout or 5xx does not say whether Segment filed it, so the next
+        attempt first looks for a regulation with exactly these subjects filed
+        since this call began (allowing for clock skew). Only a 429, refused
+        unprocessed, or finding none posts again.
+        """
+        since = datetime.now(UTC) - _CLOCK_SKEW
+        unclear = False
+
+        def attempt() -> str:
+            nonlocal unclear
+            if unclear and (found := self._filed_since(batch, since)) is not None:
+                logger.info("%s: found the regulation a lost create filed", self.system)
+                return found
+            try:
+                return self._create(batch)
+            except TransientConnectorError as exc:
+                unclear = unclear or exc.status is None or exc.status >= 500
+                raise
+
+        return call_with_retries(
+            attempt,
+            policy=self._policy,
+            sleep=self._sleep,
+            on_retry=retry_logger(logger, self.system, "create regulation"),
+        )
+
+    def _create(self, batch: _Batch) -> str:
         body = {
             "regulationType": REGULATION_TYPE,
             "subjectType": batch.subject_type,
             "subjectIds": list(batch.ids),
         }
-        data = self._call("POST", batch.create_path, "create regulation", json=body)
+        data = self._call(
+            "POST", batch.create_path, "create regulation", json=body, retry=False
+        )
         regulate_id = data.get("data", {}).get("regulateId")
         if not isinstance(regulate_id, str) or not regulate_id:
             raise ConnectorError(
                 f"{self.system}: create regulation answered without a regulateId"
             )
         return regulate_id
+
+    def _filed_since(self, batch: _Batch, since: datetime) -> str | None:
+        wanted = (batch.subject_type, frozenset(batch.ids))
+        for regulation in self._list_regulations(batch.list_path):
+            subjects = frozenset(regulation.get("subjects") or [])
+            created = _parse_time(regulation.get("createdAt"))
+            if (str(regulation.get("subjectType")), subjects) != wanted:
+                continue
+            if created is not None and created >= since:
+                return str(regulation["id"])
+        return None
 
     def _find(self, batches: Sequence[_Batch]) -> list[dict[str, Any] | None]:
         """For each batch, the newest regulation with exactly its subjects."""
@@ -422,19 +477,22 @@ class SegmentConnector:
     # -- HTTP -------------------------------------------------------------
 
     def _call(
-        self, method: str, path: str, operation: str, **options: Any
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        *,
+        retry: bool = True,
+        **options: Any,
     ) -> dict[str, Any]:
-        try:
-            response = self._client.request(method, path, **options)
-        except httpx.TimeoutException:
-            raise TransientConnectorError(
-                f"{self.system}: {operation} timed out; Segment may still act on it"
-            ) from None
-        except httpx.TransportError:
-            raise TransientConnectorError(
-                f"{self.system}: {operation} could not reach Segment; "
-                "check base_url if this persists"
-            ) from None
+        """One call, paced; 429, 5xx and timeouts retried unless ``retry`` is off."""
+        response = call_with_retries(
+            lambda: self._attempt(method, path, operation, **options),
+            policy=self._policy if retry else RetryPolicy(max_attempts=1),
+            pacer=self._pacer,
+            sleep=self._sleep,
+            on_retry=retry_logger(logger, self.system, operation),
+        )
         self._raise_for(response, path, operation)
         try:
             body = response.json()
@@ -447,23 +505,36 @@ class SegmentConnector:
             )
         return body
 
+    def _attempt(
+        self, method: str, path: str, operation: str, **options: Any
+    ) -> httpx.Response:
+        try:
+            response = self._client.request(method, path, **options)
+        except httpx.TimeoutException:
+            raise TransientConnectorError(
+                f"{self.system}: {operation} timed out; Segment may still act on it"
+            ) from None
+        except httpx.TransportError:
+            raise TransientConnectorError(
+                f"{self.system}: {operation} could not reach Segment; "
+                "check base_url if this persists"
+            ) from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            why = "rate limited" if status == 429 else "Segment had a server error"
+            raise TransientConnectorError(
+                f"{self.system}: {operation} answered {status}; {why}",
+                status=status,
+                retry_after=parse_retry_after(response),
+            )
+        return response
+
     def _raise_for(self, response: httpx.Response, path: str, operation: str) -> None:
+        """Errors for the answers that retrying cannot help (4xx)."""
         status = response.status_code
         if status < 400:
             return
         what = f"{self.system}: {operation} answered {status}"
-        if status == 429:
-            raise TransientConnectorError(
-                f"{what}; rate limited",
-                status=status,
-                retry_after=_retry_after(response),
-            )
-        if status >= 500:
-            raise TransientConnectorError(
-                f"{what}; Segment had a server error",
-                status=status,
-                retry_after=_retry_after(response),
-            )
         if status in (401, 403):
             raise ConfigError(
                 f"{what}; check the token setting (a Public API token allowed "

@@ -14,9 +14,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,6 @@ from sqlalchemy import create_engine, text
 from sqlmodel import select
 
 from connectors.salesforce import SalesforceConnector
-from connectors.sap import SapBusinessPartnerConnector
 from erasure import requests
 from erasure.certificate import CertificateInvalid, verify
 from erasure.models import Certificate
@@ -35,85 +32,21 @@ from lethe.emulators.salesforce import SalesforceStore
 from lethe.emulators.sap import SapStore
 from lethe.emulators.segment import SegmentStore
 from lethe.errors import KeyDestroyedError
-from lethe.estate.build import Servers, build
-from lethe.estate.jobs import app_user_id
-from lethe.estate.people import Person
 from lethe.runtime import current
 from lethe.vault import DataKey, SealedIdentity, Vault
+from tests.helpers import Estate, plant_canary_estate
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class Estate:
-    workdir: Path
-    settings: dict
-    servers: Servers
-    canary: Person
-    contact_id: str
-    partner_id: str
-    user_id: str
-
-
-def _canary() -> Person:
-    tag = uuid.uuid4().hex[:8]
-    return Person(
-        sobject="Contact",
-        first_name="Canary",
-        last_name=f"Q{tag}",
-        email=f"Canary.Q{tag}@Example.NET",
-        phone="+1 (555) 555-0199",
-        city="Springfield",
-        country="US",
-        street="1 Canary Row",
-        postal_code="99999",
-        cases=[{"Subject": "Delete my data", "Status": "New"}],
-    )
-
-
 @pytest.fixture
 def estate(any_ledger: str, tmp_path: Path) -> Iterator[Estate]:
-    import yaml
-
-    canary = _canary()
-    built, servers = build(tmp_path / "estate", featured=canary, step_seconds=0.05)
-    settings = load_settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(built.estate_file, settings.estate_file)
-    data = yaml.safe_load(built.estate_file.read_text())
-    sf = data["systems"]["salesforce"]
-    connector = SalesforceConnector(
-        system="salesforce",
-        base_url=sf["base_url"],
-        client_id=sf["client_id"],
-        client_secret=sf["client_secret"],
-    )
-    contact_id = connector.find_contacts(emails=[canary.email.lower()])["Contact"][0][
-        "Id"
-    ]
-    connector.close()
-    erp = data["systems"]["erp"]
-    sap = SapBusinessPartnerConnector(
-        system="erp",
-        base_url=erp["base_url"],
-        username=erp["username"],
-        password=erp["password"],
-    )
-    partner_id = sap.find_partners(ext_ids=[contact_id])[0]
-    sap.close()
+    planted = plant_canary_estate(tmp_path / "estate", step_seconds=0.05)
     try:
-        yield Estate(
-            tmp_path / "estate",
-            data,
-            servers,
-            canary,
-            contact_id,
-            partner_id,
-            app_user_id(contact_id),
-        )
+        yield planted
     finally:
-        servers.stop()
+        planted.servers.stop()
 
 
 def _others_fingerprint(e: Estate) -> dict[str, object]:

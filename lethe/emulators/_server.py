@@ -117,6 +117,7 @@ class EmulatorServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(self._config)
         self._thread: threading.Thread | None = None

@@ -62,6 +62,7 @@ def make_org(server: tuple[EmulatorServer, _Swap]) -> Iterator[Any]:
         base_url: str | None = None,
         secret: str = "secret",
         timeout: float = 5.0,
+        max_attempts: int = 4,
         **settings: Any,
     ) -> Org:
         store = SalesforceStore()
@@ -76,6 +77,7 @@ def make_org(server: tuple[EmulatorServer, _Swap]) -> Iterator[Any]:
             client_secret=secret,
             timeout=timeout,
             poll_interval=0.01,
+            max_attempts=max_attempts,
         )
         made.append(connector)
         return Org(store, swap.app, connector, running.base_url)
@@ -303,7 +305,7 @@ def test_find_job_returns_the_unfinished_job_and_poll_recovers_it(
 
 
 def test_failed_upload_aborts_the_job_it_created(make_org: Any) -> None:
-    org = make_org()
+    org = make_org(max_attempts=1)
     subject = _subject(org.store)
     org.faults.add("500", f"{V}/jobs/ingest/", method="PUT")
 
@@ -443,7 +445,7 @@ def test_wrong_base_url_is_a_config_error(make_org: Any, server: Any) -> None:
 
 
 def test_rate_limit_is_transient_with_retry_after(make_org: Any) -> None:
-    org = make_org()
+    org = make_org(max_attempts=1)
     contact = org.store.insert("Contact", {"LastName": "X", "Email": "x@example.org"})
     org.faults.add("429", f"{V}/query", retry_after=7)
 
@@ -456,7 +458,7 @@ def test_rate_limit_is_transient_with_retry_after(make_org: Any) -> None:
 
 
 def test_server_error_is_transient_and_never_success(make_org: Any) -> None:
-    org = make_org()
+    org = make_org(max_attempts=1)
     subject = _subject(org.store)
     org.faults.add("500", f"{V}/jobs/ingest", method="POST")
 
@@ -468,7 +470,7 @@ def test_server_error_is_transient_and_never_success(make_org: Any) -> None:
 
 
 def test_timeout_is_transient(make_org: Any) -> None:
-    org = make_org(timeout=0.2)
+    org = make_org(timeout=0.2, max_attempts=1)
     org.faults.add("timeout", f"{V}/queryAll", delay=0.5)
 
     with pytest.raises(TransientConnectorError, match="timed out"):

@@ -56,6 +56,17 @@ def segment(server: EmulatorServer) -> Iterator[SegmentConnector]:
     connector.close()
 
 
+def _one_attempt(server: EmulatorServer, **options: float) -> SegmentConnector:
+    """A connector that does not retry, to see the first transient error."""
+    return SegmentConnector(
+        system="analytics",
+        base_url=server.base_url,
+        token=TOKEN,
+        max_attempts=1,
+        **options,  # type: ignore[arg-type]
+    )
+
+
 def _send(server: EmulatorServer, *messages: dict[str, object]) -> None:
     auth = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     response = httpx.post(
@@ -265,11 +276,13 @@ def test_segment_bad_overall_status_is_a_failed_outcome(segment, store, overall)
     assert outcome.action == "none"
 
 
-def test_segment_429_is_transient_with_retry_after(segment, server, store) -> None:
+def test_segment_429_is_transient_with_retry_after(server, store) -> None:
     server.faults.add("429", "/regulations", method="POST", retry_after=7)
+    segment = _one_attempt(server)
 
     with pytest.raises(TransientConnectorError) as caught:
         segment.submit({"userId": [SUBJECT]}, idempotency_key="k")
+    segment.close()
 
     assert caught.value.status == 429 and caught.value.retry_after == 7
     assert SUBJECT not in str(caught.value)
@@ -281,9 +294,7 @@ def test_segment_429_without_retry_after_uses_the_reset_header() -> None:
         SegmentStore(), token=TOKEN, write_key=WRITE_KEY, regulations_per_minute=1
     )
     with EmulatorServer(app) as server:
-        connector = SegmentConnector(
-            system="analytics", base_url=server.base_url, token=TOKEN
-        )
+        connector = _one_attempt(server)
         connector.submit({"userId": ["u1"]}, idempotency_key="k1")
         with pytest.raises(TransientConnectorError) as caught:
             connector.submit({"userId": ["u2"]}, idempotency_key="k2")
@@ -292,22 +303,22 @@ def test_segment_429_without_retry_after_uses_the_reset_header() -> None:
     assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 60
 
 
-def test_segment_500_on_poll_is_transient(segment, server) -> None:
+def test_segment_500_on_poll_is_transient(server) -> None:
     keys = {"userId": [SUBJECT]}
+    segment = _one_attempt(server)
     submitted = segment.submit(keys, idempotency_key="k")
     server.faults.add("500", "/regulations/", method="GET")
 
     with pytest.raises(TransientConnectorError) as caught:
         segment.poll(submitted.job_id, keys)
+    segment.close()
 
     assert caught.value.status == 500
 
 
 def test_segment_timeout_is_transient(server) -> None:
     server.faults.add("timeout", "/regulations", delay=1.0)
-    connector = SegmentConnector(
-        system="analytics", base_url=server.base_url, token=TOKEN, timeout=0.2
-    )
+    connector = _one_attempt(server, timeout=0.2)
 
     with pytest.raises(TransientConnectorError, match="timed out"):
         connector.submit({"userId": [SUBJECT]}, idempotency_key="k")
