@@ -177,8 +177,9 @@ class AmplitudeConnector:
                 status="done", action="none", detail="no keys given; nothing filed"
             )
         ref = self._ref(user_ids)
+        unseen = 0
         if self.delete_from_org:
-            filed = self._file_org(user_ids, ref)
+            filed, unseen = self._file_org(user_ids, ref)
         else:
             filed = self._file_each_project(user_ids, ref)
         if not filed:
@@ -189,6 +190,9 @@ class AmplitudeConnector:
                 detail="no Amplitude project holds these user ids; nothing filed",
             )
         jobs = sum(len(days) for days in filed.values())
+        detail = f"{jobs} deletion job(s) in {len(filed)} project(s)"
+        if unseen:
+            detail += f"; {unseen} more in projects without keys here, not polled"
         logger.info(
             "%s: deletion filed in %d job(s) over %d project(s)",
             self.system,
@@ -200,7 +204,7 @@ class AmplitudeConnector:
             action="none",
             job_id=self._job_id(filed),
             vendor_status="staging",
-            detail=f"{jobs} deletion job(s) in {len(filed)} project(s)",
+            detail=detail,
         )
 
     def find_job(self, keys: Keys, *, idempotency_key: str) -> str | None:
@@ -287,8 +291,14 @@ class AmplitudeConnector:
                         filed.setdefault(project.name, set()).add(str(job["day"]))
         return filed
 
-    def _file_org(self, user_ids: list[str], ref: str) -> dict[str, set[str]]:
-        """One org-wide request per batch, then find each project's job by key."""
+    def _file_org(
+        self, user_ids: list[str], ref: str
+    ) -> tuple[dict[str, set[str]], int]:
+        """One org-wide request per batch, then find each project's job by key.
+
+        Also returns how many of the org's jobs are in projects this connector
+        has no keys for (they cannot be read, so they cannot be polled).
+        """
         answers = [
             job
             for chunk in _chunks(user_ids, MAX_IDS)
@@ -296,7 +306,7 @@ class AmplitudeConnector:
             if job.get("amplitude_ids")
         ]
         if not answers:
-            return {}
+            return {}, 0
         days = sorted(str(j["day"]) for j in answers)
         filed_ids = _member_ids(answers)
         start, end = date.fromisoformat(days[0]), date.fromisoformat(days[-1])
@@ -305,7 +315,8 @@ class AmplitudeConnector:
             for job in self._jobs(project, start, end):
                 if self._tagged([job], ref) or _member_ids([job]) & filed_ids:
                     filed.setdefault(project.name, set()).add(str(job["day"]))
-        unseen = len(answers) - sum(len(d) for d in filed.values())
+        org_jobs = {(a.get("app"), str(a["day"])) for a in answers}
+        unseen = len(org_jobs) - sum(len(d) for d in filed.values())
         if unseen > 0:
             logger.warning(
                 "%s: %d org-wide job(s) are in projects without keys here; "
@@ -313,7 +324,7 @@ class AmplitudeConnector:
                 self.system,
                 unseen,
             )
-        return filed
+        return filed, max(0, unseen)
 
     def _post(
         self, project: _Project, chunk: list[str], ref: str, *, org: bool

@@ -335,6 +335,20 @@ def test_delete_from_org_finds_each_projects_job(
     assert "app" in _jobs(server, "ios", clock)[0]
 
 
+def test_delete_from_org_names_jobs_it_cannot_poll(
+    server: EmulatorServer, store: AmplitudeStore, clock: Clock
+) -> None:
+    store.add_event("web", SUBJECT, "Opened")
+    store.add_event("ios", SUBJECT, "Opened")
+    connector = _connector(server, ("web",), delete_from_org=True)
+
+    submitted = connector.submit(KEYS, idempotency_key="dsr-9b:analytics")
+    connector.close()
+
+    assert submitted.job_id == f"web:{clock.today() + timedelta(days=3)}"
+    assert "1 more in projects without keys here" in submitted.detail
+
+
 def test_connector_keeps_to_the_rate_limit(store: AmplitudeStore) -> None:
     ids = [f"user-{i:03d}" for i in range(250)]
     for user_id in ids:

@@ -51,6 +51,7 @@ def segment(server: EmulatorServer) -> Iterator[SegmentConnector]:
         token=TOKEN,
         source_id=SOURCE,
         timeout=2.0,
+        rate_limit_per_second=None,  # pacing is tested in test_resilience.py
     )
     yield connector
     connector.close()
