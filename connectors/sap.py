@@ -20,20 +20,31 @@ fetched again when SAP answers 403 ``x-csrf-token: Required``. Updates carry
 ``If-Match``; a 412 re-reads the entity's etag and retries once. The partner
 PATCH goes last, so a run cut short leaves the partner looking untouched and
 the next run completes it, while a partner already blocked and anonymised is
-skipped: erase is idempotent.
+skipped: erase is idempotent. That is also why every call may be retried in
+place: 429s, 5xx and timeouts are, with backoff and optional pacing
+(``_resilience``); SAP documents no fixed rate, so none is kept by default.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from connectors._resilience import (
+    Pacer,
+    RetryPolicy,
+    call_with_retries,
+    pacer_for,
+    parse_retry_after,
+    retry_logger,
+)
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
 from lethe.errors import (
     ConfigError,
@@ -89,8 +100,19 @@ class SapBusinessPartnerConnector:
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         block_reason: str = "01",
+        max_attempts: int = 4,
+        backoff_cap: float = 30.0,
+        rate_limit_per_second: float | None = None,
+        pacer: Pacer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.system = system
+        self.capabilities = replace(
+            self.capabilities, rate_limit_per_second=rate_limit_per_second
+        )
+        self._policy = RetryPolicy(max_attempts=max_attempts, max_delay=backoff_cap)
+        self._pacer = pacer or pacer_for(f"sap:{system}", rate_limit_per_second)
+        self._sleep = sleep
         self.retention_years = retention_years
         self.retention_basis = retention_basis
         self._timeout = timeout
@@ -359,8 +381,25 @@ class SapBusinessPartnerConnector:
     def _send(
         self, method: str, url: str | httpx.URL, *, op: str, **options: Any
     ) -> httpx.Response:
+        """One call, paced, with 429, 5xx and timeouts retried.
+
+        Every call here may be repeated: reads, PATCHes of fixed values under
+        If-Match (a lost success comes back as 412 and is re-read), and
+        DELETEs (a lost success comes back as 404, taken as done).
+        """
+        return call_with_retries(
+            lambda: self._attempt(method, url, op=op, **options),
+            policy=self._policy,
+            pacer=self._pacer,
+            sleep=self._sleep,
+            on_retry=retry_logger(logger, self.system, op),
+        )
+
+    def _attempt(
+        self, method: str, url: str | httpx.URL, *, op: str, **options: Any
+    ) -> httpx.Response:
         try:
-            return self._client.request(method, url, **options)
+            response = self._client.request(method, url, **options)
         except httpx.TimeoutException:
             raise TransientConnectorError(
                 f"{self.system}: {op} timed out after {self._timeout:g} s; "
@@ -371,18 +410,22 @@ class SapBusinessPartnerConnector:
                 f"{self.system}: {op} could not reach SAP ({type(exc).__name__}); "
                 "check base_url and the network"
             ) from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise TransientConnectorError(
+                f"{self.system}: {op} answered HTTP {status}; SAP is busy or "
+                "failing, retry later",
+                status=status,
+                retry_after=parse_retry_after(response),
+            )
+        return response
 
     def _raise_for(self, response: httpx.Response, op: str) -> None:
+        """Errors for the answers retrying cannot help (``_send`` took the rest)."""
         status = response.status_code
         if status < 400:
             return
         prefix = f"{self.system}: {op} answered HTTP {status}"
-        if status == 429 or status >= 500:
-            raise TransientConnectorError(
-                f"{prefix}; SAP is busy or failing, retry later",
-                status=status,
-                retry_after=_retry_after(response),
-            )
         if status == 401:
             raise ConfigError(f"{prefix}; check username and password")
         if status == 404 and not _is_odata_error(response):
@@ -528,21 +571,6 @@ def _is_odata_error(response: httpx.Response) -> bool:
 def _csrf_required(response: httpx.Response) -> bool:
     required = response.headers.get("x-csrf-token", "").lower() == "required"
     return response.status_code == 403 and required
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _chunks(items: Iterable[str], size: int = _FILTER_CHUNK) -> Iterator[list[str]]:

@@ -18,15 +18,15 @@ Segment has no idempotency key on regulations. A job filed by a process that
 died before recording its id is found again by ``find_job``, which matches the
 workspace's SUPPRESS_WITH_DELETE regulations by their exact subject set.
 
-Every call is paced (10 a second, 10 at once, by default: creating regulations
-is limited to 600 a minute; one limiter per system in the process) and its 429s, 5xx and
-timeouts are retried (``_resilience``). Creating a regulation is the one call
-that cannot simply be repeated: a timeout or 5xx may hide a regulation Segment
-did file, so before posting again the connector looks for one with exactly
-these subjects created since the first attempt; only a 429, which Segment
-refused unprocessed, or finding none posts again. Segment may still be filing
-a lost request when the list is read; the backoff before the look narrows that
-window, and a duplicate would only repeat the same deletion.
+Every call is paced (by default 10 a second, 10 at once: creating regulations
+is limited to 600 a minute; one limiter per system in the process) and its
+429s, 5xx and timeouts are retried (``_resilience``). Creating a regulation is
+the one call that cannot simply be repeated: a timeout or 5xx may hide a
+regulation Segment did file, so before posting again the connector looks for
+one with exactly these subjects created since the first attempt; only a 429,
+which Segment refused unprocessed, or finding none posts again. Segment may
+still be filing a lost request when the list is read; the backoff before the
+look narrows that window, and a duplicate would only repeat the same deletion.
 """
 
 from __future__ import annotations
@@ -319,12 +319,15 @@ class SegmentConnector:
         return regulate_id
 
     def _filed_since(self, batch: _Batch, since: datetime) -> str | None:
+        """The regulation for exactly these subjects created after ``since``."""
         wanted = (batch.subject_type, frozenset(batch.ids))
         for regulation in self._list_regulations(batch.list_path):
             subjects = frozenset(regulation.get("subjects") or [])
-            created = _parse_time(regulation.get("createdAt"))
             if (str(regulation.get("subjectType")), subjects) != wanted:
                 continue
+            created = _parse_time(regulation.get("createdAt"))
+            if created is not None and created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
             if created is not None and created >= since:
                 return str(regulation["id"])
         return None

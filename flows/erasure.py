@@ -13,6 +13,7 @@ results and exception messages carry nothing personal.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -35,14 +36,46 @@ from flows.estate import (
     to_connector_keys,
 )
 from lethe import ledger
-from lethe.errors import ConnectorError, LetheError, TransientConnectorError
+from lethe.errors import (
+    ConfigError,
+    ConnectorError,
+    LetheError,
+    TransientConnectorError,
+)
 from lethe.estate.config import Estate
 from lethe.runtime import current
 from lethe.vault import utcnow
 
 log = logging.getLogger(__name__)
 
-POLL_BUDGET_SECONDS = 300.0
+DEFAULT_POLL_BUDGET_SECONDS = 300.0
+DEFAULT_STEP_RETRIES = 2
+
+
+def poll_budget() -> float:
+    """How long one run waits for a vendor job (``LETHE_POLL_BUDGET_SECONDS``).
+
+    A job still running after it stays ``awaiting_vendor``; the next run polls
+    the same job again.
+    """
+    text = os.environ.get("LETHE_POLL_BUDGET_SECONDS", str(DEFAULT_POLL_BUDGET_SECONDS))
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        raise ConfigError(
+            "LETHE_POLL_BUDGET_SECONDS must be a number of seconds"
+        ) from None
+
+
+def step_retries() -> int:
+    """How often Prefect re-runs a system's task after a transient failure.
+
+    ``LETHE_STEP_RETRIES`` (default 2), on top of the connector's own retries.
+    """
+    text = os.environ.get("LETHE_STEP_RETRIES", str(DEFAULT_STEP_RETRIES))
+    if not text.isdigit():
+        raise ConfigError("LETHE_STEP_RETRIES must be a whole number >= 0")
+    return int(text)
 
 
 def _transient_only(task: Any, task_run: Any, state: Any) -> bool:
@@ -285,7 +318,7 @@ def _act_async(
             return outcome
         job_id = outcome.job_id
         steps.record_job(request_id, system, action, job_id)
-    deadline = time.monotonic() + POLL_BUDGET_SECONDS
+    deadline = time.monotonic() + poll_budget()
     while True:
         outcome = connector.poll(job_id, keys)
         if outcome.job_id and outcome.job_id != job_id:
@@ -375,6 +408,7 @@ def erase_requests(request_ids: list[str]) -> dict[str, str]:
     searched = search_systems(request_ids)
     ready = plan_requests(request_ids, searched)
     if ready:
-        futures = [erase_in_system.submit(system, ready) for system in estate.systems]
+        step = erase_in_system.with_options(retries=step_retries())
+        futures = [step.submit(system, ready) for system in estate.systems]
         wait(futures)
     return close_requests(request_ids)

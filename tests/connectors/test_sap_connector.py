@@ -283,13 +283,15 @@ def test_sap_connector_fetches_a_new_csrf_token_when_the_session_expired(
 
 
 def test_sap_connector_rate_limit_is_transient_with_retry_after(
-    store: SapStore, server: EmulatorServer, sap: SapBusinessPartnerConnector
+    store: SapStore, server: EmulatorServer
 ) -> None:
     subject = _subject(store)
+    sap = _connector(server, max_attempts=1)
     server.faults.add("429", SERVICE_ROOT, retry_after=7)
 
     with pytest.raises(TransientConnectorError) as caught:
         sap.locate(_keys(subject))
+    sap.close()
 
     assert caught.value.status == 429
     assert caught.value.retry_after == 7
@@ -297,9 +299,10 @@ def test_sap_connector_rate_limit_is_transient_with_retry_after(
 
 
 def test_sap_connector_server_error_mid_erase_is_transient_and_not_done(
-    store: SapStore, server: EmulatorServer, sap: SapBusinessPartnerConnector
+    store: SapStore, server: EmulatorServer
 ) -> None:
     subject = _subject(store)
+    sap = _connector(server, max_attempts=1)
     server.faults.add("500", SERVICE_ROOT + "/A_BusinessPartner(", method="PATCH")
 
     with pytest.raises(TransientConnectorError) as caught:
@@ -312,13 +315,14 @@ def test_sap_connector_server_error_mid_erase_is_transient_and_not_done(
     assert half_done.observed["blocked"] == 0
     assert retried.records_affected == 1
     assert sap.verify(_keys(subject)).verified
+    sap.close()
 
 
 def test_sap_connector_timeout_is_transient(
     store: SapStore, server: EmulatorServer
 ) -> None:
     subject = _subject(store)
-    connector = _connector(server, timeout=0.2)
+    connector = _connector(server, timeout=0.2, max_attempts=1)
     server.faults.add("timeout", SERVICE_ROOT, delay=0.5)
 
     with pytest.raises(TransientConnectorError) as caught:
