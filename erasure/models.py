@@ -50,6 +50,7 @@ class Request(Redacted, SQLModel, table=True):
     completed_at: datetime | None = None
     purged_at: datetime | None = None
     lineage_digest: str | None = None
+    detail: str = Field(default="", sa_column=Column(Text))
 
 
 class SystemStep(Redacted, SQLModel, table=True):

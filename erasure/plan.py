@@ -118,6 +118,7 @@ def resolve(request_id: str, estate: Estate) -> list[SystemStep] | None:
             return existing
         if request.state == NEEDS_DISAMBIGUATION:
             return None
+        request.detail = ""
         subjects = _subjects(db, request, estate)
         if subjects is None:
             request.state = NEEDS_DISAMBIGUATION

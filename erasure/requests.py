@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from erasure import audit
 from erasure.deadlines import REGULATIONS, deadline_for
-from erasure.models import Certificate, Request, SystemStep
+from erasure.models import INCOMPLETE, Certificate, Request, SystemStep
 from lethe import ledger
 from lethe.errors import InputError, NotFoundError
 from lethe.identity import normalize_email, normalize_phone
@@ -105,6 +105,16 @@ def submit(
     return get(request_id)
 
 
+def mark_unplanned(request_id: str, detail: str) -> None:
+    """Record why a request could not be planned; it stays open."""
+    with ledger.session() as db:
+        request = get(request_id, db)
+        request.state = INCOMPLETE
+        request.detail = detail
+        db.add(request)
+    audit.append("request.not_planned", request_id=request_id)
+
+
 def get(request_id: str, db: Session | None = None) -> Request:
     if db is None:
         with ledger.session() as own:
@@ -159,6 +169,7 @@ def describe(request_id: str) -> dict[str, Any]:
         "regulation": request.regulation,
         "channel": request.channel,
         "state": request.state,
+        "detail": request.detail,
         "received_at": _iso(request.received_at),
         "deadline": request.deadline.isoformat(),
         "completed_at": _iso(request.completed_at),

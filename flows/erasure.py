@@ -24,7 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import lineage
 from connectors.base import AsyncConnector, Connector, Outcome, SyncConnector
-from erasure import certify, plan, steps
+from erasure import certify, plan, requests, steps
 from erasure.models import DONE, FAILED, NEEDS_DISAMBIGUATION, NO_DATA
 from erasure.requests import get_many
 from flows.estate import (
@@ -103,21 +103,37 @@ def search_systems(request_ids: list[str]) -> dict[str, int]:
     estate = current_estate()
     pending = [rid for rid in request_ids if not _planned(rid)]
     found: dict[str, int] = {}
-    if not pending:
-        return found
     identities = {rid: _identities(rid) for rid in pending}
     with connector_for(estate, estate.source) as source:
         for request_id in pending:
-            found[request_id] = _search_source(estate, source, identities[request_id])
+            try:
+                found[request_id] = _search_source(
+                    estate, source, identities[request_id]
+                )
+            except LetheError as exc:
+                _not_searched(request_id, estate.source, exc)
+    searched = [rid for rid in pending if rid in found]
     for system in estate.systems:
-        if system == estate.source:
+        if system == estate.source or not searched:
             continue
         with connector_for(estate, system) as connector:
             if not can_discover(connector):
                 continue
-            for request_id in pending:
-                _discover(estate, system, connector, identities[request_id])
+            for request_id in list(searched):
+                try:
+                    _discover(estate, system, connector, identities[request_id])
+                except LetheError as exc:
+                    _not_searched(request_id, system, exc)
+                    searched.remove(request_id)
+                    found.pop(request_id, None)
     return found
+
+
+def _not_searched(request_id: str, system: str, exc: LetheError) -> None:
+    """A search failed: the request stays unplanned, visibly, until a re-run."""
+    detail = f"could not search {system} for the subject ({exc}); nothing was erased"
+    requests.mark_unplanned(request_id, detail)
+    log.warning("request %s: %s", request_id, detail)
 
 
 def _planned(request_id: str) -> bool:
@@ -184,6 +200,8 @@ def plan_requests(request_ids: list[str], searched: dict[str, int]) -> list[str]
     estate = current_estate()
     ready = []
     for request_id in request_ids:
+        if request_id not in searched and not _planned(request_id):
+            continue
         planned = plan.resolve(request_id, estate)
         if planned is None:
             continue

@@ -115,9 +115,20 @@ def test_sigkill_after_the_vendor_took_the_submit_but_before_lethe_heard(
 ) -> None:
     e = estate
     request_id = _submit(e)
-    # The regulation is created after the delay, while the client is dead.
-    _faults(e).add("slow", "/regulations", method="POST", delay=1.0)
-    _kill_and_rerun(e, request_id, lambda: bool(_faults(e).injected))
+    # The regulation is created, then the answer stalls until after the kill.
+    _faults(e).add("lost_answer", "/regulations", method="POST", delay=8.0)
+
+    def filed_but_unrecorded() -> bool:
+        attempt = _attempt(request_id, "analytics")
+        return (
+            bool(_faults(e).injected)
+            and _regulations_for(e) == 1
+            and attempt is not None
+            and attempt.vendor_job_id is None
+        )
+
+    _kill_and_rerun(e, request_id, filed_but_unrecorded)
+    assert _attempt(request_id, "analytics").runs == 2
 
 
 def test_sigkill_after_submit_before_the_poll_finishes(estate: Estate) -> None:

@@ -154,6 +154,8 @@ def print_request(item: dict[str, Any]) -> None:
         f"[bold]{item['state']}[/] (received {item['received_at']}, "
         f"due {item['deadline']})"
     )
+    if item.get("detail"):
+        console.print(item["detail"], markup=False)
     table = Table(
         "system", "state", "keys found", "records", "outcome", "verified", "vendor job"
     )

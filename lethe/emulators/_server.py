@@ -1,5 +1,11 @@
 """Run an ASGI emulator on loopback in a background thread, with fault injection.
 
+Kinds: ``429``/``5xx`` answer at once with that status (``retry_after`` sets
+Retry-After); ``timeout`` waits ``delay`` and answers 504 without doing the
+work; ``slow`` waits ``delay`` and then serves the request; ``lost_answer``
+serves the request and then waits ``delay`` before answering, so the work is
+done but a client with a shorter timeout never hears of it.
+
 Faults are planned per path prefix and consumed in order, either from Python
 (``server.faults.add(...)``) or over HTTP at ``POST /__emulator/faults`` with a
 JSON body of the same fields, so a test or the demo in another process can plan
@@ -19,7 +25,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-FaultKind = Literal["429", "500", "502", "503", "timeout", "slow"]
+FaultKind = Literal["429", "500", "502", "503", "timeout", "slow", "lost_answer"]
 
 
 @dataclass
@@ -89,6 +95,11 @@ def install_faults(app: FastAPI, faults: Faults) -> None:
         if fault.kind == "slow":
             await asyncio.sleep(fault.delay)
             return await call_next(request)
+        if fault.kind == "lost_answer":
+            # The vendor does the work, then the answer never arrives in time.
+            response = await call_next(request)
+            await asyncio.sleep(fault.delay or 30.0)
+            return response
         if fault.kind == "timeout":
             # Answer only after the client has given up; the work is not done.
             await asyncio.sleep(fault.delay or 30.0)
