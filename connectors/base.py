@@ -59,6 +59,9 @@ class Outcome:
     basis: str | None = None
     detail: str = ""
     finished_at: datetime | None = None
+    dates: Mapping[str, str] = field(default_factory=dict)
+    """Dates an auditor needs, ISO 8601: deleted_at, time_travel_until,
+    fail_safe_until, backups_expire_by, physically_purged_by, scrub_done..."""
 
 
 @dataclass(frozen=True)

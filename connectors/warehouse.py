@@ -24,7 +24,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -51,6 +51,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
+from connectors._retention import Retention
 from connectors._sql import (
     error_code,
     placeholder,
@@ -147,6 +148,10 @@ class WarehouseConnector:
         tables: Mapping[str, Mapping[str, str]],
         physical_purge: bool = True,
         statement_timeout_seconds: float = 30.0,
+        platform: str | None = None,
+        time_travel_days: float | None = None,
+        fail_safe_days: float | None = None,
+        backup_retention_days: float | None = None,
     ) -> None:
         if statement_timeout_seconds <= 0:
             raise ConfigError(f"{system}: statement_timeout_seconds must be > 0")
@@ -156,6 +161,13 @@ class WarehouseConnector:
         )
         self._tables = _parse_tables(system, tables)
         self._physical_purge = physical_purge
+        self._retention = Retention.configured(
+            system,
+            platform=platform,
+            time_travel_days=time_travel_days,
+            fail_safe_days=fail_safe_days,
+            backup_retention_days=backup_retention_days,
+        )
         self._engine = _build_engine(system, url, statement_timeout_seconds)
 
     @_scrubbed("locate")
@@ -173,6 +185,9 @@ class WarehouseConnector:
             return _outcome("already_absent", 0, "no rows matched; nothing deleted")
 
         detail = self._purge([t for t, n in deleted if n], verb="deleted")
+        bytes_gone = detail.endswith(
+            ("freed pages zeroed (SQLite secure_delete)", "WAL checkpointed")
+        )
         logger.info(
             "%s: erase %s deleted %d rows in %d datasets; %s",
             self.system,
@@ -181,7 +196,9 @@ class WarehouseConnector:
             sum(1 for _, n in deleted if n),
             detail,
         )
-        return _outcome("deleted", total, detail)
+        outcome = _outcome("deleted", total, detail)
+        dates = self._retention.dates(outcome.finished_at, bytes_gone=bytes_gone)
+        return replace(outcome, dates=dates)
 
     @_scrubbed("verify")
     def verify(self, keys: Keys) -> Evidence:

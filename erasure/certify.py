@@ -90,6 +90,7 @@ def payload_for(
                 if step.retained_until
                 else None,
                 "basis": step.basis,
+                "dates": step.dates,
             }
             for step in steps
         ],

@@ -73,6 +73,7 @@ class SystemStep(Redacted, SQLModel, table=True):
     vendor_status: str | None = None
     retained_until: date | None = None
     basis: str | None = None
+    dates: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     verified: bool = False
     observed: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     verified_at: datetime | None = None

@@ -216,6 +216,7 @@ def _step_json(step: SystemStep) -> dict[str, Any]:
         if step.retained_until
         else None,
         "basis": step.basis,
+        "dates": step.dates,
         "detail": step.detail,
     }
 

@@ -361,6 +361,7 @@ def _record(request_id: str, system: str, outcome: Outcome) -> None:
         retained_until=outcome.retained_until,
         basis=outcome.basis,
         detail=outcome.detail,
+        dates=dict(outcome.dates),
         **({"vendor_job_id": outcome.job_id} if outcome.job_id else {}),
     )
 

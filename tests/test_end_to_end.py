@@ -163,6 +163,7 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
         "raw.sf_contact": 0,
         "mart.customer_summary": 0,
     }
+    assert systems["warehouse"]["dates"]["physically_purged_by"]  # secure_delete
     assert systems["analytics"]["vendor_status"] == "FINISHED"
     assert systems["erp"]["action"] == "retained"
     assert systems["erp"]["retained_until"] and systems["erp"]["basis"]
