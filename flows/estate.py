@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,11 +23,28 @@ def current_estate() -> Estate:
 
 @contextmanager
 def connector_for(estate: Estate, system: str) -> Iterator[Connector]:
-    connector = build(system, estate.connector_settings(system))
+    """The system's connector; a paced one shares its limit across runs."""
+    settings = estate.connector_settings(system)
+    connector = build(system, settings)
+    rate = connector.capabilities.rate_limit_per_second
+    if rate and _accepts_pacer(connector) and shared_limits_enabled():
+        from flows.pacing import shared_pacer
+
+        connector.close()
+        connector = build(system, {**settings, "pacer": shared_pacer(system, rate)})
     try:
         yield connector
     finally:
         connector.close()
+
+
+def shared_limits_enabled() -> bool:
+    """``LETHE_SHARED_RATE_LIMITS=0`` keeps pacing per process only."""
+    return os.environ.get("LETHE_SHARED_RATE_LIMITS", "1") != "0"
+
+
+def _accepts_pacer(connector: Connector) -> bool:
+    return "pacer" in inspect.signature(type(connector)).parameters
 
 
 def to_connector_keys(

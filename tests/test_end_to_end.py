@@ -155,6 +155,13 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     states = erase_requests([canary_request.id, nobody.id])
     assert states == {canary_request.id: "completed", nobody.id: "completed"}
 
+    # The paced vendor drew from one Prefect rate limit shared by every run.
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name("lethe-rate-analytics")
+    assert limit.slot_decay_per_second == 10 and limit.limit == 10
+
     shown = requests.describe(canary_request.id)
     systems = {s["system"]: s for s in shown["systems"]}
     assert systems["salesforce"]["action"] == "deleted"
