@@ -1,9 +1,11 @@
 """How the Salesforce connector talks to the org when the answer is not data.
 
 Kept apart from ``salesforce.py`` so the connector reads as the erase steps.
-``OrgSession`` owns the HTTP side: the OAuth client-credentials token (renewed
-once when the org rejects the session), pacing, and retries of 429, 5xx and
-timeouts through ``connectors._resilience``. ``failure`` turns a failed answer
+``OrgSession`` owns the HTTP side: the OAuth token from the configured grant
+(client credentials or a JWT bearer assertion, ``_salesforce_auth``; renewed
+once when the org rejects the session), pacing, retries of 429, 5xx and
+timeouts through ``connectors._resilience``, and SOQL reads that follow
+``nextRecordsUrl``. ``failure`` turns a failed answer
 into a lethe error (429, 5xx and REQUEST_LIMIT_EXCEEDED are transient,
 honouring ``Retry-After``; a 404 without an error body points at
 ``base_url``), and ``token_from`` turns a token endpoint answer into an access
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -34,6 +36,8 @@ from connectors._resilience import (
     parse_retry_after,
     retry_logger,
 )
+from connectors._salesforce_auth import TokenGrant
+from connectors._salesforce_soql import where_in
 from lethe.errors import (
     ConfigError,
     ConnectorError,
@@ -57,7 +61,8 @@ class OrgSession:
         *,
         system: str,
         base_url: str,
-        credentials: dict[str, str],
+        data_path: str,
+        grant: TokenGrant,
         timeout: float,
         transport: httpx.BaseTransport | None,
         policy: RetryPolicy,
@@ -68,7 +73,8 @@ class OrgSession:
         self.policy = policy
         self._pacer = pacer
         self._sleep = sleep
-        self._credentials = credentials
+        self.data_path = data_path
+        self._grant = grant
         self._timeout = timeout
         self._token: str | None = None
         self._client = httpx.Client(
@@ -98,9 +104,19 @@ class OrgSession:
         )
 
     def send(
-        self, method: str, url: str, operation: str, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        operation: str,
+        *,
+        accept: Collection[int] = (),
+        **kwargs: Any,
     ) -> httpx.Response:
-        """An authorised call; a rejected session is renewed once."""
+        """An authorised call; a rejected session is renewed once.
+
+        A failed answer raises, unless its status is in ``accept``: then the
+        caller reads it (a documented 404, say).
+        """
         extra = kwargs.pop("headers", {})
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {self._access_token()}", **extra}
@@ -109,7 +125,7 @@ class OrgSession:
                 logger.debug("%s: session rejected; fetching a new token", self.system)
                 self._token = None
                 continue
-            if response.is_success:
+            if response.is_success or response.status_code in accept:
                 return response
             raise failure(self.system, response, operation)
         raise AssertionError("unreachable")
@@ -125,6 +141,42 @@ class OrgSession:
                 f"{response.status_code} with a body that is not JSON; check base_url",
                 status=response.status_code,
             ) from None
+
+    def query(self, soql: str, *, all_rows: bool = False) -> Iterator[dict[str, Any]]:
+        """Every record a SOQL query returns, following nextRecordsUrl."""
+        operation = "queryAll" if all_rows else "query"
+        url: str | None = f"{self.data_path}/{operation}"
+        params: dict[str, str] | None = {"q": soql}
+        while url is not None:
+            body = self.json("GET", url, operation, params=params)
+            records = body.get("records") if isinstance(body, dict) else None
+            if not isinstance(records, list):
+                raise ConnectorError(
+                    f"{self.system}: Salesforce {operation} answered without a "
+                    "records list; check base_url and api_version"
+                )
+            yield from records
+            url, params = self.next_page(body, operation), None
+
+    def next_page(self, body: dict[str, Any], operation: str) -> str | None:
+        if body.get("done", True):
+            return None
+        link = body.get("nextRecordsUrl")
+        if not isinstance(link, str) or not link.startswith("/services/data/"):
+            raise ConnectorError(
+                f"{self.system}: Salesforce {operation} said more records follow "
+                "but gave no usable nextRecordsUrl"
+            )
+        return link
+
+    def rows(
+        self, sobject: str, ids: Sequence[str], *, all_rows: bool, fields: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The records of ``sobject`` with these ids, in IN lists of at most 200."""
+        rows: list[dict[str, Any]] = []
+        for soql in where_in(sobject, fields, "Id", ids):
+            rows.extend(self.query(soql, all_rows=all_rows))
+        return rows
 
     def _http(
         self,
@@ -166,9 +218,10 @@ class OrgSession:
     def _access_token(self) -> str:
         if self._token is None:
             operation = "token request"
-            form = {"grant_type": "client_credentials", **self._credentials}
-            response = self._http("POST", _TOKEN_PATH, operation, data=form)
-            self._token = token_from(self.system, response, operation)
+            response = self._http(
+                "POST", _TOKEN_PATH, operation, data=self._grant.form()
+            )
+            self._token = token_from(self.system, response, operation, self._grant)
         return self._token
 
 
@@ -180,7 +233,7 @@ def answer_was_busy(error: TransientConnectorError) -> bool:
 def failure(system: str, response: httpx.Response, operation: str) -> LetheError:
     """The lethe error for an answer that is not a success, by status and code."""
     status = response.status_code
-    code = _error_code(response)
+    code = error_code(response)
     where = f"{system}: Salesforce {operation} got HTTP {status}"
     if status == 429 or status >= 500:
         return TransientConnectorError(
@@ -210,18 +263,21 @@ def failure(system: str, response: httpx.Response, operation: str) -> LetheError
     return ConnectorError(f"{where} ({code or 'no error code'})", status=status)
 
 
-def token_from(system: str, response: httpx.Response, operation: str) -> str:
+def token_from(
+    system: str, response: httpx.Response, operation: str, grant: TokenGrant
+) -> str:
     """The access token in a token endpoint answer, or the error saying why not.
 
-    Refused client credentials are a configuration problem, not a vendor fault.
+    A refused grant is a configuration problem, not a vendor fault. The OAuth
+    ``error`` is named, and the ``error_description`` too when it is one of
+    the few known texts; nothing else of the answer reaches the message.
     """
     if response.status_code in (400, 401):
         error = _oauth_error(response)
         if error is not None:
             raise ConfigError(
-                f"{system}: Salesforce refused the client credentials "
-                f"({error}); check client_id and client_secret, and that the "
-                "connected app allows the client credentials flow"
+                f"{system}: Salesforce refused the {grant.name} ({error}"
+                f"{_known_description(response)}); {grant.refused}"
             )
     if not response.is_success:
         raise failure(system, response, operation)
@@ -237,7 +293,7 @@ def token_from(system: str, response: httpx.Response, operation: str) -> str:
     return token
 
 
-def _error_code(response: httpx.Response) -> str | None:
+def error_code(response: httpx.Response) -> str | None:
     """The org's errorCode, if the body has the REST error shape."""
     try:
         body = response.json()
@@ -257,3 +313,24 @@ def _oauth_error(response: httpx.Response) -> str | None:
         return None
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, str) and _ERROR_CODE.match(error) else None
+
+
+_KNOWN_DESCRIPTIONS = frozenset(
+    {
+        "audience is invalid",
+        "client identifier invalid",
+        "expired authorization code",
+        "invalid assertion",
+        "invalid client credentials",
+        "user hasn't approved this consumer",
+        "inactive user",
+    }
+)
+
+
+def _known_description(response: httpx.Response) -> str:
+    try:
+        description = response.json().get("error_description")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {description}" if description in _KNOWN_DESCRIPTIONS else ""

@@ -12,17 +12,19 @@ Why these calls (vendor-apis.md §1, §7):
   module does not know run before all of them, Account after). ``submit`` files
   the first job; each ``poll`` that sees a job complete cleanly files the next.
   The job id handed back is the comma-separated list of the jobs so far.
+- Before the first job, the Individuals the Contacts and Leads point to are
+  flagged ``ShouldForget`` / ``HasOptedOutProcessing`` and their names blanked,
+  not deleted (``_salesforce_individuals`` says why).
 - A vendor's "JobComplete" is not proof: ``verify`` re-reads with ``query`` and
   ``queryAll`` and names records that are only in the Recycle Bin.
+  ``confirm_absent`` reads single records and takes only the documented 404
+  (NOT_FOUND, ENTITY_IS_DELETED) as absence (failure case B05).
 
 Every call is paced and its 429s, 5xx and timeouts retried (``_resilience``,
-through ``_salesforce_http.OrgSession``). Creating a Bulk job is the one call
-that cannot simply be repeated: a timeout or 5xx may hide a job the org did
-create, so before posting again the connector adopts an Open hardDelete job on
-the same object created since the first attempt (``find_job``'s listing); only
-a 429, which the org refused unprocessed, or finding none posts again. The org
-may still be creating a lost job when the listing is read; the backoff before
-the look narrows that window, and an empty Open job left behind holds no data.
+through ``_salesforce_http.OrgSession``); creating a Bulk job, which cannot
+simply be repeated, adopts the job a lost attempt filed (``_salesforce_bulk``).
+The session comes from the client credentials or the JWT bearer flow
+(``_salesforce_auth``).
 
 Ids are compared in their 18-character form (15-character ids are extended
 with their checksum, never lower-cased); SOQL literals are escaped, and IN
@@ -34,39 +36,38 @@ into those errors.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import phonenumbers
 
 from connectors._resilience import Pacer, RetryPolicy, pacer_for
-from connectors._salesforce_http import OrgSession, answer_was_busy
-from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
-from lethe.errors import (
-    ConfigError,
-    ConnectorError,
-    InputError,
-    LetheError,
-    TransientConnectorError,
+from connectors._salesforce_auth import build_grant
+from connectors._salesforce_bulk import NOT_FINAL, RUNNING, BulkJobs, vendor_time
+from connectors._salesforce_http import OrgSession, error_code, failure
+from connectors._salesforce_individuals import (
+    PEOPLE,
+    IndividualReport,
+    Individuals,
+    linked_ids,
 )
+from connectors._salesforce_soql import in_lists, select, soql_literal, where_in
+from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
+from lethe.errors import ConfigError, ConnectorError, InputError
 from lethe.identity import salesforce_id_18
 
 __all__ = ["SalesforceConnector", "soql_literal"]
 
 logger = logging.getLogger(__name__)
 
-_CHILD_FIRST = ("Case", "Contact", "Lead", "Account")
-_RUNNING = frozenset({"UploadComplete", "InProgress"})
-_NOT_FINAL = _RUNNING | {"Open"}
-_CLOSED = _RUNNING | {"JobComplete"}
+_CHILD_FIRST = ("Case", "Contact", "Lead", "Individual", "Account")
 _PERSON_FIELDS = ("Id", "Email", "Phone", "MobilePhone")
 _SNAPSHOT_FIELDS = {
     "Contact": _PERSON_FIELDS,
@@ -74,49 +75,9 @@ _SNAPSHOT_FIELDS = {
     "Case": ("Id", "ContactId", "SuppliedEmail", "SuppliedPhone"),
     "Account": ("Id", "Phone"),
 }
-_CLOCK_SKEW = timedelta(minutes=2)
-_IN_MAX_VALUES = 200
-_IN_MAX_CHARS = 4_000
+_ABSENT_CODES = frozenset({"NOT_FOUND", "ENTITY_IS_DELETED"})
 _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
-_JOB_ID = re.compile(r"^750[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
 _VERSION = re.compile(r"^v?(\d{2,3}\.\d)$")
-_SOQL_ESCAPES = {
-    "\\": "\\\\",
-    "'": "\\'",
-    '"': '\\"',
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\b": "\\b",
-    "\f": "\\f",
-}
-
-
-def soql_literal(value: str) -> str:
-    """A quoted SOQL string literal that means exactly ``value``."""
-    return "'" + "".join(_SOQL_ESCAPES.get(char, char) for char in value) + "'"
-
-
-def _select(fields: Sequence[str], sobject: str, where: str = "") -> str:
-    """SOQL text. Names are checked identifiers; values come from soql_literal."""
-    text = f"SELECT {', '.join(fields)} FROM {sobject}"  # noqa: S608
-    return f"{text} WHERE {where}" if where else text
-
-
-def _in_lists(values: Iterable[str]) -> Iterator[str]:
-    """Comma-joined literals, at most 200 values and ~4,000 characters a list."""
-    chunk: list[str] = []
-    size = 0
-    for literal in map(soql_literal, values):
-        if chunk and (
-            len(chunk) >= _IN_MAX_VALUES or size + len(literal) > _IN_MAX_CHARS
-        ):
-            yield ",".join(chunk)
-            chunk, size = [], 0
-        chunk.append(literal)
-        size += len(literal) + 1
-    if chunk:
-        yield ",".join(chunk)
 
 
 def _phone_forms(value: str) -> list[str]:
@@ -136,22 +97,15 @@ def _phone_forms(value: str) -> list[str]:
     return list(dict.fromkeys(forms))
 
 
-def _vendor_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
-    except ValueError:
-        return None
-
-
-def _created_since(info: dict[str, Any], since: datetime) -> bool:
-    created = _vendor_time(info.get("createdDate"))
-    return created is not None and created >= since
-
-
 class SalesforceConnector:
-    """One Salesforce org, reached with the OAuth client-credentials flow."""
+    """One Salesforce org, reached with client credentials or a JWT bearer grant.
+
+    ``auth`` is ``client_credentials`` (``client_id`` + ``client_secret``) or
+    ``jwt_bearer`` (``client_id`` as the consumer key, ``username``, and the
+    RSA key of the app's certificate as ``private_key_pem`` or
+    ``private_key_file``; ``audience`` is https://test.salesforce.com for a
+    sandbox).
+    """
 
     capabilities = Capabilities(
         hard_delete=True, asynchronous=True, verify_by_read=True, batch_cap=200
@@ -163,7 +117,12 @@ class SalesforceConnector:
         system: str,
         base_url: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
+        auth: str = "client_credentials",
+        username: str | None = None,
+        private_key_pem: str | bytes | None = None,
+        private_key_file: str | Path | None = None,
+        audience: str = "https://login.salesforce.com",
         api_version: str = "v60.0",
         timeout: float = 10.0,
         poll_interval: float = 0.5,
@@ -173,88 +132,62 @@ class SalesforceConnector:
         rate_limit_per_second: float | None = None,
         pacer: Pacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         match = _VERSION.match(api_version.strip())
         if match is None:
             raise ConfigError(
                 f"{system}: api_version must look like v60.0; check the estate file"
             )
+        grant = build_grant(
+            system,
+            auth=auth,
+            client_id=client_id,
+            client_secret=client_secret,
+            username=username,
+            private_key_pem=private_key_pem,
+            private_key_file=private_key_file,
+            audience=audience,
+            clock=clock,
+        )
         self.system = system
         self.poll_interval = poll_interval
         self.capabilities = replace(
             self.capabilities, rate_limit_per_second=rate_limit_per_second
         )
-        self._data = f"/services/data/v{match.group(1)}"
+        self._version = f"v{match.group(1)}"
+        self._data = f"/services/data/{self._version}"
         self._org = OrgSession(
             system=system,
             base_url=base_url,
-            credentials={"client_id": client_id, "client_secret": client_secret},
+            data_path=self._data,
+            grant=grant,
             timeout=timeout,
             transport=transport,
             policy=RetryPolicy(max_attempts=max_attempts, max_delay=backoff_cap),
             pacer=pacer or pacer_for(f"salesforce:{system}", rate_limit_per_second),
             sleep=sleep,
         )
+        self._bulk = BulkJobs(self._org)
+        self._individuals = Individuals(self._org)
 
     def close(self) -> None:
         self._org.close()
 
     # -- reading -------------------------------------------------------------
 
-    def _query(self, soql: str, *, all_rows: bool = False) -> Iterator[dict[str, Any]]:
-        """Every record a SOQL query returns, following nextRecordsUrl."""
-        operation = "queryAll" if all_rows else "query"
-        url: str | None = f"{self._data}/{operation}"
-        params: dict[str, str] | None = {"q": soql}
-        while url is not None:
-            body = self._org.json("GET", url, operation, params=params)
-            records = body.get("records") if isinstance(body, dict) else None
-            if not isinstance(records, list):
-                raise ConnectorError(
-                    f"{self.system}: Salesforce {operation} answered without a "
-                    "records list; check base_url and api_version"
-                )
-            yield from records
-            url, params = self._next_page(body, operation), None
-
-    def _next_page(self, body: dict[str, Any], operation: str) -> str | None:
-        if body.get("done", True):
-            return None
-        link = body.get("nextRecordsUrl")
-        if not isinstance(link, str) or not link.startswith("/services/data/"):
-            raise ConnectorError(
-                f"{self.system}: Salesforce {operation} said more records follow "
-                "but gave no usable nextRecordsUrl"
-            )
-        return link
-
-    def _where_in(
-        self, sobject: str, fields: Sequence[str], column: str, values: Iterable[str]
-    ) -> Iterator[str]:
-        for in_list in _in_lists(values):
-            yield _select(fields, sobject, f"{column} IN ({in_list})")
-
-    def _rows(
-        self, sobject: str, ids: Sequence[str], *, all_rows: bool, fields: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        for soql in self._where_in(sobject, fields, "Id", ids):
-            rows.extend(self._query(soql, all_rows=all_rows))
-        return rows
+    def _query(self, soql: str) -> Iterator[dict[str, Any]]:
+        return self._org.query(soql)
 
     def _live_ids(self, sobject: str, ids: Sequence[str]) -> list[str]:
-        rows = self._rows(sobject, ids, all_rows=False, fields=("Id",))
+        rows = self._org.rows(sobject, ids, all_rows=False, fields=("Id",))
         return list(dict.fromkeys(salesforce_id_18(str(row["Id"])) for row in rows))
 
     def _keys(self, keys: Keys) -> dict[str, list[str]]:
         """Object → distinct 18-character ids; rejects names that are not objects."""
         result: dict[str, list[str]] = {}
         for sobject, ids in keys.items():
-            if not _OBJECT_NAME.match(sobject):
-                raise InputError(
-                    f"{self.system}: Salesforce datasets are object API names such "
-                    "as Contact or Case; one of the keys' datasets is not"
-                )
+            _check_object(self.system, sobject)
             result[sobject] = list(dict.fromkeys(salesforce_id_18(i) for i in ids))
         return result
 
@@ -279,10 +212,10 @@ class SalesforceConnector:
         phone_forms = [form for phone in phones for form in _phone_forms(phone)]
         found: dict[str, list[dict[str, Any]]] = {}
         for sobject in ("Contact", "Lead"):
-            soqls = list(self._where_in(sobject, _PERSON_FIELDS, "Email", emails))
-            for in_list in _in_lists(phone_forms):
+            soqls = list(where_in(sobject, _PERSON_FIELDS, "Email", emails))
+            for in_list in in_lists(phone_forms):
                 where = f"Phone IN ({in_list}) OR MobilePhone IN ({in_list})"
-                soqls.append(_select(_PERSON_FIELDS, sobject, where))
+                soqls.append(select(_PERSON_FIELDS, sobject, where))
             by_id: dict[str, dict[str, Any]] = {}
             for soql in soqls:
                 for row in self._query(soql):
@@ -295,7 +228,7 @@ class SalesforceConnector:
         """Live Cases that reference these Contacts (they must go first)."""
         ids = [salesforce_id_18(value) for value in contact_ids]
         found: dict[str, None] = {}
-        for soql in self._where_in("Case", ("Id",), "ContactId", dict.fromkeys(ids)):
+        for soql in where_in("Case", ("Id",), "ContactId", dict.fromkeys(ids)):
             found.update(dict.fromkeys(str(row["Id"]) for row in self._query(soql)))
         return list(found)
 
@@ -314,8 +247,68 @@ class SalesforceConnector:
                     f"{self.system}: snapshot covers "
                     f"{', '.join(_SNAPSHOT_FIELDS)}; another object was asked for"
                 )
-            for row in self._query(_select(fields, sobject)):
+            for row in self._query(select(fields, sobject)):
                 yield {"sobject": sobject} | {name: row.get(name) for name in fields}
+
+    def confirm_absent(self, keys: Keys) -> dict[str, bool]:
+        """For each id as given, whether the org says it holds no live record.
+
+        One ``GET /sobjects/{Object}`` per object first proves base_url,
+        api_version and the object name (a wrong version answers the same 404
+        NOT_FOUND a missing record does). Then ``GET /sobjects/{Object}/{Id}``:
+        200 is present (False); the documented 404 with NOT_FOUND (never there,
+        or purged) or ENTITY_IS_DELETED (in the Recycle Bin; ``verify`` still
+        names those) is absent (True); a 404 without that body is a
+        ConfigError naming base_url.
+        """
+        result: dict[str, bool] = {}
+        for sobject, values in keys.items():
+            _check_object(self.system, sobject)
+            prefix = self._key_prefix(sobject)
+            for value in values:
+                record_id = salesforce_id_18(value)
+                if prefix and not record_id.startswith(prefix):
+                    raise InputError(
+                        f"{self.system}: a key listed under {sobject} is the id of "
+                        "another object; check the keys"
+                    )
+                result[value] = self._record_absent(sobject, record_id)
+        return result
+
+    def _key_prefix(self, sobject: str) -> str | None:
+        try:
+            info = self._org.json(
+                "GET", f"{self._data}/sobjects/{sobject}", "object probe"
+            )
+        except ConnectorError as exc:
+            if exc.status != 404:
+                raise
+            raise ConfigError(
+                f"{self.system}: Salesforce does not serve {sobject} at "
+                f"{self._version}; check the keys' object names and api_version"
+            ) from None
+        describe = info.get("objectDescribe") if isinstance(info, dict) else None
+        if not isinstance(describe, dict):
+            raise ConfigError(
+                f"{self.system}: Salesforce object probe answered without an "
+                "objectDescribe; check base_url"
+            )
+        prefix = describe.get("keyPrefix")
+        return prefix if isinstance(prefix, str) and len(prefix) == 3 else None
+
+    def _record_absent(self, sobject: str, record_id: str) -> bool:
+        response = self._org.send(
+            "GET",
+            f"{self._data}/sobjects/{sobject}/{record_id}",
+            "record read",
+            accept=(404,),
+            params={"fields": "Id"},
+        )
+        if response.is_success:
+            return False
+        if error_code(response) in _ABSENT_CODES:
+            return True
+        raise failure(self.system, response, "record read")
 
     # -- erasing -------------------------------------------------------------
 
@@ -323,150 +316,42 @@ class SalesforceConnector:
         unknown = sorted(name for name in ids if name not in _CHILD_FIRST)
         return unknown + [name for name in _CHILD_FIRST if name in ids]
 
-    def _jobs_url(self, job_id: str = "") -> str:
-        return f"{self._data}/jobs/ingest" + (f"/{job_id}" if job_id else "")
+    def _people(
+        self, ids: dict[str, list[str]]
+    ) -> tuple[dict[str, list[str]], IndividualReport | None]:
+        """Live Contact and Lead ids, after flagging the Individuals behind them.
 
-    def _file_job(self, sobject: str, ids: Sequence[str], attempt: str) -> str:
-        """Create, fill and close a hardDelete job; abort it if a step fails."""
-        spec = {
-            "object": sobject,
-            "operation": "hardDelete",
-            "contentType": "CSV",
-            "lineEnding": "LF",
-            "columnDelimiter": "COMMA",
-        }
-        info = self._create_job(sobject, spec)
-        job_id = info.get("id") if isinstance(info, dict) else None
-        if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
-            raise ConnectorError(
-                f"{self.system}: Salesforce Bulk job create answered without a job id"
-            )
-        upload = "Id\n" + "".join(f"{value}\n" for value in ids)
-        try:
-            self._org.send(
-                "PUT",
-                self._jobs_url(job_id) + "/batches",
-                "Bulk job upload",
-                content=upload.encode(),
-                headers={"Content-Type": "text/csv"},
-            )
-            self._close_job(job_id)
-        except LetheError:
-            self._abort_quietly(job_id)
-            raise
-        logger.info(
-            "%s: filed Bulk hardDelete job %s on %s for %d records (attempt %s)",
-            self.system,
-            job_id,
-            sobject,
-            len(ids),
-            attempt,
-        )
-        return job_id
-
-    def _close_job(self, job_id: str) -> None:
-        """Mark the upload complete; a refusal from a job already closed is fine.
-
-        A close whose answer was lost and then retried is refused (the job has
-        moved on), so the job's own state decides.
+        One queryAll per object reads the records, live or in the Recycle Bin,
+        with their IndividualId; those Individuals are flagged before any job.
         """
-        close = {"state": "UploadComplete"}
-        try:
-            self._org.send(
-                "PATCH", self._jobs_url(job_id), "Bulk job close", json=close
-            )
-        except ConnectorError as exc:
-            if exc.status != 400 or self._job_info(job_id)["state"] not in _CLOSED:
-                raise
-
-    def _create_job(self, sobject: str, spec: dict[str, str]) -> Any:
-        """POST the job; after an unclear failure, look for it before posting again.
-
-        A timeout or 5xx does not say whether the org created the job, so the
-        next attempt first adopts an Open hardDelete job on the object created
-        since this call began (allowing for clock skew). Only finding none, or
-        a 429 (refused unprocessed), posts again.
-        """
-        since = datetime.now(UTC) - _CLOCK_SKEW
-        unclear = False
-
-        def attempt() -> Any:
-            nonlocal unclear
-            if unclear and (orphan := self._open_job(sobject, since)) is not None:
-                logger.info(
-                    "%s: adopting the Bulk job a lost create filed", self.system
+        objects = [sobject for sobject in PEOPLE if sobject in ids]
+        if not objects:
+            return {}, None
+        fields = ("Id", "IsDeleted", "IndividualId")
+        live: dict[str, list[str]] = {}
+        rows: list[dict[str, Any]] = []
+        for sobject in objects:
+            found = self._org.rows(sobject, ids[sobject], all_rows=True, fields=fields)
+            rows.extend(found)
+            live[sobject] = list(
+                dict.fromkeys(
+                    salesforce_id_18(str(row["Id"]))
+                    for row in found
+                    if not row.get("IsDeleted")
                 )
-                return orphan
-            try:
-                url, operation = self._jobs_url(), "Bulk job create"
-                return self._org.json("POST", url, operation, json=spec, retry=False)
-            except TransientConnectorError as exc:
-                unclear = unclear or exc.status is None or exc.status >= 500
-                raise
-
-        return self._org.retried(attempt, "Bulk job create", retry_if=answer_was_busy)
-
-    def _open_job(self, sobject: str, since: datetime) -> dict[str, Any] | None:
-        """The newest Open hardDelete job on ``sobject`` created after ``since``."""
-        found = [
-            info
-            for info in self._list_jobs()
-            if info.get("operation") == "hardDelete"
-            and info.get("object") == sobject
-            and info.get("state") == "Open"
-            and _created_since(info, since)
-        ]
-        if not found:
-            return None
-        return max(found, key=lambda info: str(info.get("createdDate", "")))
-
-    def _list_jobs(self) -> Iterator[dict[str, Any]]:
-        url: str | None = self._jobs_url()
-        params: dict[str, str] | None = {"jobType": "V2Ingest"}
-        while url is not None:
-            body = self._org.json("GET", url, "Bulk job list", params=params)
-            yield from body.get("records") or []
-            url, params = self._next_page(body, "Bulk job list"), None
-
-    def _abort_quietly(self, job_id: str) -> None:
-        try:
-            self._org.send(
-                "PATCH",
-                self._jobs_url(job_id),
-                "Bulk job abort",
-                json={"state": "Aborted"},
             )
-        except LetheError:
-            logger.warning("%s: could not abort Bulk job %s", self.system, job_id)
-
-    def _job_info(self, job_id: str) -> dict[str, Any]:
-        try:
-            info = self._org.json("GET", self._jobs_url(job_id), "Bulk job status")
-        except ConnectorError as exc:
-            if exc.status != 404:
-                raise
-            raise ConnectorError(
-                f"{self.system}: Salesforce no longer knows a Bulk job this request "
-                "filed (jobs are deleted 7 days after they end); run verify",
-                status=404,
-            ) from None
-        if not isinstance(info, dict) or not isinstance(info.get("state"), str):
-            raise ConnectorError(
-                f"{self.system}: Salesforce Bulk job status answered without a state"
-            )
-        return info
-
-    def _failed_rows(self, job_id: str) -> int:
-        response = self._org.send(
-            "GET", self._jobs_url(job_id) + "/failedResults/", "Bulk job results"
-        )
-        rows = list(csv.reader(io.StringIO(response.text)))
-        return sum(1 for row in rows[1:] if row)
+        report = self._individuals.flag(linked_ids(rows), records_found=len(rows))
+        return live, report
 
     def submit(self, keys: Keys, *, idempotency_key: str) -> Outcome:
-        """File the hardDelete job for the first object that has live records."""
+        """Flag the Individuals, then file the first object's hardDelete job."""
         ids = self._keys(keys)
-        return self._next_job([], ids, self._order(ids), idempotency_key)
+        live, report = self._people(ids)
+        outcome = self._next_job([], ids, self._order(ids), idempotency_key, live)
+        if report is None:
+            return outcome
+        detail = "; ".join(part for part in (outcome.detail, report.describe()) if part)
+        return replace(outcome, detail=detail)
 
     def _next_job(
         self,
@@ -474,11 +359,15 @@ class SalesforceConnector:
         ids: dict[str, list[str]],
         remaining: Sequence[str],
         attempt: str,
+        known_live: dict[str, list[str]] | None = None,
     ) -> Outcome:
         for sobject in remaining:
-            live = self._live_ids(sobject, ids[sobject])
+            if known_live is not None and sobject in known_live:
+                live = known_live[sobject]
+            else:
+                live = self._live_ids(sobject, ids[sobject])
             if live:
-                job_ids = [*job_ids, self._file_job(sobject, live, attempt)]
+                job_ids = [*job_ids, self._bulk.file(sobject, live, attempt)]
                 return Outcome(
                     status="pending",
                     action="none",
@@ -488,7 +377,7 @@ class SalesforceConnector:
         return self._finished(job_ids)
 
     def _finished(self, job_ids: list[str]) -> Outcome:
-        infos = [self._job_info(job_id) for job_id in job_ids]
+        infos = [self._bulk.info(job_id) for job_id in job_ids]
         affected = sum(
             int(info.get("numberRecordsProcessed") or 0)
             - int(info.get("numberRecordsFailed") or 0)
@@ -502,7 +391,7 @@ class SalesforceConnector:
             records_affected=affected,
             job_id=",".join(job_ids) or None,
             vendor_status=last.get("state"),
-            finished_at=_vendor_time(last.get("systemModstamp")) or datetime.now(UTC),
+            finished_at=vendor_time(last.get("systemModstamp")) or datetime.now(UTC),
         )
 
     def poll(self, job_id: str, keys: Keys) -> Outcome:
@@ -511,9 +400,9 @@ class SalesforceConnector:
         if not job_ids:
             raise InputError(f"{self.system}: poll needs the job id submit returned")
         ids = self._keys(keys)
-        info = self._job_info(job_ids[-1])
+        info = self._bulk.info(job_ids[-1])
         state, sobject = info["state"], str(info.get("object", ""))
-        if state in _RUNNING:
+        if state in RUNNING:
             return Outcome(
                 status="pending", action="none", job_id=job_id, vendor_status=state
             )
@@ -522,11 +411,11 @@ class SalesforceConnector:
         if state == "Open":
             # The submit that filed it died before closing it: start that
             # object again with a fresh job.
-            self._abort_quietly(job_ids[-1])
+            self._bulk.abort_quietly(job_ids[-1])
             return self._next_job(job_ids, ids, order[here or 0 :], "poll")
         failed = int(info.get("numberRecordsFailed") or 0)
         if state == "JobComplete":
-            failed = max(failed, self._failed_rows(job_ids[-1]))
+            failed = max(failed, self._bulk.failed_rows(job_ids[-1]))
         if state != "JobComplete" or failed:
             return Outcome(
                 status="failed",
@@ -543,10 +432,10 @@ class SalesforceConnector:
         objects = set(self._keys(keys))
         found = [
             info
-            for info in self._list_jobs()
+            for info in self._bulk.listing()
             if info.get("operation") == "hardDelete"
             and info.get("object") in objects
-            and info.get("state") in _NOT_FINAL
+            and info.get("state") in NOT_FINAL
         ]
         if not found:
             return None
@@ -556,30 +445,75 @@ class SalesforceConnector:
     # -- verifying -----------------------------------------------------------
 
     def verify(self, keys: Keys) -> Evidence:
-        """Re-read with query and queryAll: zero everywhere, or say what is left."""
+        """Re-read with query and queryAll: zero everywhere, or say what is left.
+
+        The Individuals behind Contacts and Leads still readable are checked
+        too (flagged and blanked, or gone); once the records are hard-deleted
+        they can no longer be found, and the detail says so.
+        """
         ids = self._keys(keys)
-        observed: dict[str, object] = {}
+        observed: dict[str, int] = {}
         left: list[str] = []
+        people: list[dict[str, Any]] = []
         for sobject, values in ids.items():
-            fields = ("Id", "IsDeleted")
-            live = self._rows(sobject, values, all_rows=False, fields=fields)
-            every = self._rows(sobject, values, all_rows=True, fields=fields)
+            fields = ("Id", "IsDeleted") + (
+                ("IndividualId",) if sobject in PEOPLE else ()
+            )
+            live = self._org.rows(sobject, values, all_rows=False, fields=fields)
+            every = self._org.rows(sobject, values, all_rows=True, fields=fields)
             observed[f"{sobject}.query"] = len(live)
             observed[f"{sobject}.queryAll"] = len(every)
-            binned = sum(1 for row in every if row.get("IsDeleted"))
-            if live:
-                left.append(f"{len(live)} {sobject} records are still live")
-            if binned:
-                left.append(
-                    f"{binned} {sobject} records remain in the Recycle Bin "
-                    "(soft-deleted, still readable through queryAll)"
-                )
+            people.extend(every if sobject in PEOPLE else ())
+            left.extend(_leftovers(sobject, live, every))
         verified = all(count == 0 for count in observed.values())
+        notes = list(left)
+        if any(sobject in PEOPLE for sobject in ids):
+            unhandled = self._check_individuals(people, observed, notes)
+            verified = verified and unhandled == 0
         return Evidence(
             verified=verified,
             observed=observed,
             checked_at=datetime.now(UTC),
-            detail="; ".join(left)
+            detail="; ".join(notes)
             if left
-            else "no record left, live or in the Recycle Bin",
+            else "; ".join(["no record left, live or in the Recycle Bin", *notes]),
         )
+
+    def _check_individuals(
+        self, people: list[dict[str, Any]], observed: dict[str, int], notes: list[str]
+    ) -> int:
+        linked = linked_ids(people)
+        unhandled = self._individuals.unhandled(linked)
+        observed["Individual.linked"] = len(linked)
+        observed["Individual.unflagged"] = unhandled
+        if not people:
+            notes.append(IndividualReport(records_found=0).describe())
+        elif unhandled:
+            notes.append(
+                f"{unhandled} Individuals are neither flagged ShouldForget and "
+                "blanked nor gone"
+            )
+        return unhandled
+
+
+def _check_object(system: str, sobject: str) -> None:
+    if not _OBJECT_NAME.match(sobject):
+        raise InputError(
+            f"{system}: Salesforce datasets are object API names such "
+            "as Contact or Case; one of the keys' datasets is not"
+        )
+
+
+def _leftovers(
+    sobject: str, live: list[dict[str, Any]], every: list[dict[str, Any]]
+) -> list[str]:
+    left = []
+    binned = sum(1 for row in every if row.get("IsDeleted"))
+    if live:
+        left.append(f"{len(live)} {sobject} records are still live")
+    if binned:
+        left.append(
+            f"{binned} {sobject} records remain in the Recycle Bin "
+            "(soft-deleted, still readable through queryAll)"
+        )
+    return left

@@ -20,7 +20,9 @@ fetched again when SAP answers 403 ``x-csrf-token: Required``. Updates carry
 ``If-Match``; a 412 re-reads the entity's etag and retries once. The partner
 PATCH goes last, so a run cut short leaves the partner looking untouched and
 the next run completes it, while a partner already blocked and anonymised is
-skipped: erase is idempotent. That is also why every call may be retried in
+skipped: erase is idempotent. ``confirm_absent`` tells a partner SAP does not
+hold (the documented OData 404) from one it retains blocked (failure case
+B05). That is also why every call may be retried in
 place: 429s, 5xx and timeouts are, with backoff and optional pacing
 (``_resilience``); SAP documents no fixed rate, so none is kept by default.
 """
@@ -29,11 +31,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -44,6 +45,18 @@ from connectors._resilience import (
     pacer_for,
     parse_retry_after,
     retry_logger,
+)
+from connectors._sap_odata import (
+    chunks,
+    count_entries,
+    csrf_required,
+    entity_path,
+    entity_set,
+    is_odata_error,
+    keys_of,
+    literal,
+    nav_results,
+    payload,
 )
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
 from lethe.errors import (
@@ -80,7 +93,6 @@ _ADDRESS_CHANGES: dict[str, Any] = {
     "CityName": PLACEHOLDER,
 }
 _COMMUNICATION = ("to_EmailAddress", "to_PhoneNumber")
-_FILTER_CHUNK = 15
 
 
 class SapBusinessPartnerConnector:
@@ -142,16 +154,16 @@ class SapBusinessPartnerConnector:
     ) -> list[str]:
         """Partner ids whose external id or any e-mail entry matches."""
         found: set[str] = set()
-        for chunk in _chunks(sorted(set(ext_ids))):
+        for chunk in chunks(sorted(set(ext_ids))):
             where = " or ".join(
-                f"BusinessPartnerIDByExtSystem eq {_literal(x)}" for x in chunk
+                f"BusinessPartnerIDByExtSystem eq {literal(x)}" for x in chunk
             )
             params = {"$filter": where, "$select": "BusinessPartner"}
             rows = self._collect(DATASET, params, op="find partners by external id")
             found |= {row["BusinessPartner"] for row in rows}
         address_ids = self._addresses_with_emails({normalize_email(e) for e in emails})
-        for chunk in _chunks(sorted(address_ids)):
-            where = " or ".join(f"AddressID eq {_literal(a)}" for a in chunk)
+        for chunk in chunks(sorted(address_ids)):
+            where = " or ".join(f"AddressID eq {literal(a)}" for a in chunk)
             params = {"$filter": where, "$select": "BusinessPartner,AddressID"}
             rows = self._collect(
                 "A_BusinessPartnerAddress", params, op="find partners by address"
@@ -164,10 +176,10 @@ class SapBusinessPartnerConnector:
         # upper-cased first 20 characters, so both are asked and the full
         # address is compared in lethe's one normalisation.
         found: set[str] = set()
-        for chunk in _chunks(sorted(wanted)):
+        for chunk in chunks(sorted(wanted)):
             where = " or ".join(
-                f"EmailAddress eq {_literal(e)} or "
-                f"SearchEmailAddress eq {_literal(e.upper()[:20])}"
+                f"EmailAddress eq {literal(e)} or "
+                f"SearchEmailAddress eq {literal(e.upper()[:20])}"
                 for e in chunk
             )
             params = {"$filter": where, "$select": "AddressID,EmailAddress"}
@@ -229,8 +241,8 @@ class SapBusinessPartnerConnector:
             "missing": len(ids) - len(partners),
             "blocked": sum(1 for p in partners if p.get("BusinessPartnerIsBlocked")),
             "anonymised": sum(1 for p in partners if _is_anonymised(p)),
-            "emails": sum(_count(p, "to_EmailAddress") for p in partners),
-            "phones": sum(_count(p, "to_PhoneNumber") for p in partners),
+            "emails": sum(count_entries(p, "to_EmailAddress") for p in partners),
+            "phones": sum(count_entries(p, "to_PhoneNumber") for p in partners),
             "customers_unblocked": sum(
                 1 for p in partners if not self._customer_blocked(p)
             ),
@@ -243,6 +255,45 @@ class SapBusinessPartnerConnector:
             detail="; ".join(problems),
         )
 
+    def confirm_absent(self, keys: Keys) -> dict[str, bool]:
+        """For each partner id, whether SAP says it holds no such partner.
+
+        The service document is read first: a gateway answers an unknown entity
+        set, or another OData service, with the same OData 404 a missing
+        partner gets, so ``A_BusinessPartner`` must be listed. Then ``GET
+        A_BusinessPartner('<id>')``: the documented OData 404 is absent (True);
+        200 is present (False), blocked and anonymised partners included, since
+        they are retained, not gone; a 404 without an OData error body is a
+        ConfigError naming base_url. The communication user needs the
+        authorisation to display blocked data, or SAP hides blocked partners
+        and they would read as absent.
+        """
+        ids = self._partner_ids(keys)
+        self._probe_service()
+        return {bp: self._partner_absent(bp) for bp in ids}
+
+    def _probe_service(self) -> None:
+        op = "read service document"
+        response = self._send("GET", "", op=op)
+        self._raise_for(response, op)
+        sets = payload(response, self.system, op).get("EntitySets")
+        if not isinstance(sets, list) or DATASET not in sets:
+            raise ConfigError(
+                f"{self.system}: the service at base_url does not list {DATASET}; "
+                "check that base_url is the API_BUSINESS_PARTNER service root"
+            )
+
+    def _partner_absent(self, bp: str) -> bool:
+        op = "read partner"
+        path = entity_path(DATASET, {"BusinessPartner": bp})
+        params = {"$select": "BusinessPartner"}
+        response = self._send("GET", path, op=op, params=params)
+        if response.status_code == 404 and is_odata_error(response):
+            return True
+        self._raise_for(response, op)
+        payload(response, self.system, op)
+        return False
+
     # -- one partner -------------------------------------------------------------
 
     def _erase_partner(self, bp: str) -> str:
@@ -251,10 +302,10 @@ class SapBusinessPartnerConnector:
             return "absent"
         if self._is_done(partner):
             return "skipped"
-        for address in _results(partner, "to_BusinessPartnerAddress"):
+        for address in nav_results(partner, "to_BusinessPartnerAddress"):
             for nav in _COMMUNICATION:
-                for entry in _results(address, nav):
-                    self._delete_entry(_entity_set(entry), entry)
+                for entry in nav_results(address, nav):
+                    self._delete_entry(entity_set(entry), entry)
             self._update(address, _ADDRESS_CHANGES, op="anonymise address")
         customer = partner.get("to_Customer")
         if customer:
@@ -265,7 +316,9 @@ class SapBusinessPartnerConnector:
     def _is_done(self, partner: Mapping[str, Any]) -> bool:
         if not (partner.get("BusinessPartnerIsBlocked") and _is_anonymised(partner)):
             return False
-        entries = _count(partner, "to_EmailAddress") + _count(partner, "to_PhoneNumber")
+        entries = count_entries(partner, "to_EmailAddress") + count_entries(
+            partner, "to_PhoneNumber"
+        )
         return entries == 0 and self._customer_blocked(partner)
 
     def _customer_blocked(self, partner: Mapping[str, Any]) -> bool:
@@ -275,19 +328,19 @@ class SapBusinessPartnerConnector:
         return all(customer.get(f) == v for f, v in self._customer_changes.items())
 
     def _read_partner(self, bp: str) -> dict[str, Any] | None:
-        path = _path(DATASET, {"BusinessPartner": bp})
+        path = entity_path(DATASET, {"BusinessPartner": bp})
         response = self._send(
             "GET", path, op="read partner", params={"$expand": _EXPAND}
         )
-        if response.status_code == 404 and _is_odata_error(response):
+        if response.status_code == 404 and is_odata_error(response):
             return None
         self._raise_for(response, "read partner")
-        return _payload(response, self.system, "read partner")
+        return payload(response, self.system, "read partner")
 
     def _update(
         self, entity: Mapping[str, Any], changes: Mapping[str, Any], *, op: str
     ) -> None:
-        path = _path(_entity_set(entity), _keys_of(entity))
+        path = entity_path(entity_set(entity), keys_of(entity))
         etag = entity.get("__metadata", {}).get("etag", "*")
         response = self._write("PATCH", path, op=op, json=changes, if_match=etag)
         if response.status_code != 412:
@@ -295,7 +348,7 @@ class SapBusinessPartnerConnector:
         logger.info("%s: %s met a changed entity; re-reading once", self.system, op)
         fresh = self._send("GET", path, op=op)
         self._raise_for(fresh, op)
-        etag = _payload(fresh, self.system, op).get("__metadata", {}).get("etag", "*")
+        etag = payload(fresh, self.system, op).get("__metadata", {}).get("etag", "*")
         response = self._write("PATCH", path, op=op, json=changes, if_match=etag)
         if response.status_code == 412:
             raise ConnectorError(
@@ -304,11 +357,11 @@ class SapBusinessPartnerConnector:
                 status=412,
             )
 
-    def _delete_entry(self, entity_set: str, entry: Mapping[str, Any]) -> None:
-        path = _path(entity_set, _keys_of(entry))
+    def _delete_entry(self, set_name: str, entry: Mapping[str, Any]) -> None:
+        path = entity_path(set_name, keys_of(entry))
         op = "delete communication entry"
         response = self._write("DELETE", path, op=op)
-        if response.status_code == 404 and _is_odata_error(response):
+        if response.status_code == 404 and is_odata_error(response):
             return  # gone already: a second run after a partial first one
 
     # -- HTTP ----------------------------------------------------------------------
@@ -326,10 +379,10 @@ class SapBusinessPartnerConnector:
         for attempt in (1, 2):
             headers["x-csrf-token"] = self._csrf_token()
             response = self._send(method, path, op=op, json=json, headers=headers)
-            if not (_csrf_required(response) and attempt == 1):
+            if not (csrf_required(response) and attempt == 1):
                 break
             self._token = None
-        if response.status_code in (404, 412) and _is_odata_error(response):
+        if response.status_code in (404, 412) and is_odata_error(response):
             return response
         self._raise_for(response, op)
         return response
@@ -350,15 +403,15 @@ class SapBusinessPartnerConnector:
         return self._token
 
     def _collect(
-        self, entity_set: str, params: Mapping[str, str], *, op: str
+        self, set_name: str, params: Mapping[str, str], *, op: str
     ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        url: str | httpx.URL | None = entity_set
+        url: str | httpx.URL | None = set_name
         query: Mapping[str, str] | None = params
         while url is not None:
             response = self._send("GET", url, op=op, params=query)
             self._raise_for(response, op)
-            page = _payload(response, self.system, op)
+            page = payload(response, self.system, op)
             rows.extend(page.get("results", []))
             url, query = self._next_link(page.get("__next"), op), None
         return rows
@@ -428,7 +481,7 @@ class SapBusinessPartnerConnector:
         prefix = f"{self.system}: {op} answered HTTP {status}"
         if status == 401:
             raise ConfigError(f"{prefix}; check username and password")
-        if status == 404 and not _is_odata_error(response):
+        if status == 404 and not is_odata_error(response):
             raise ConfigError(
                 f"{prefix} without an OData error; check base_url, which must be "
                 "the API_BUSINESS_PARTNER service root"
@@ -458,54 +511,6 @@ class SapBusinessPartnerConnector:
         return ids
 
 
-def _literal(value: str) -> str:
-    """An OData string literal: single quotes, an inner quote doubled."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _path(entity_set: str, keys: Mapping[str, str]) -> str:
-    if len(keys) == 1:
-        predicate = _literal(next(iter(keys.values())))
-    else:
-        predicate = ",".join(f"{k}={_literal(v)}" for k, v in keys.items())
-    return f"{entity_set}({quote(predicate, safe=chr(39) + '=,')})"
-
-
-_KEYS = {
-    "A_BusinessPartner": ("BusinessPartner",),
-    "A_BusinessPartnerAddress": ("BusinessPartner", "AddressID"),
-    "A_AddressEmailAddress": ("AddressID", "Person", "OrdinalNumber"),
-    "A_AddressPhoneNumber": ("AddressID", "Person", "OrdinalNumber"),
-    "A_Customer": ("Customer",),
-}
-
-
-def _entity_set(entity: Mapping[str, Any]) -> str:
-    kind = str(entity.get("__metadata", {}).get("type", ""))
-    name = kind.rpartition(".")[2].removesuffix("Type")
-    if name not in _KEYS:
-        raise ConnectorError(
-            f"SAP returned an entity of unexpected type {name or '?'}; "
-            "check the API version against $metadata"
-        )
-    return name
-
-
-def _keys_of(entity: Mapping[str, Any]) -> dict[str, str]:
-    return {k: str(entity[k]) for k in _KEYS[_entity_set(entity)]}
-
-
-def _results(entity: Mapping[str, Any], nav: str) -> list[dict[str, Any]]:
-    value = entity.get(nav) or {}
-    return list(value.get("results", [])) if isinstance(value, dict) else list(value)
-
-
-def _count(partner: Mapping[str, Any], nav: str) -> int:
-    return sum(
-        len(_results(a, nav)) for a in _results(partner, "to_BusinessPartnerAddress")
-    )
-
-
 def _is_anonymised(partner: Mapping[str, Any]) -> bool:
     fields = {
         k: v for k, v in _PARTNER_CHANGES.items() if k != "BusinessPartnerIsBlocked"
@@ -514,7 +519,7 @@ def _is_anonymised(partner: Mapping[str, Any]) -> bool:
         return False
     return all(
         address.get(k) == v
-        for address in _results(partner, "to_BusinessPartnerAddress")
+        for address in nav_results(partner, "to_BusinessPartnerAddress")
         for k, v in _ADDRESS_CHANGES.items()
     )
 
@@ -543,42 +548,3 @@ def _same_email(row: Mapping[str, Any], wanted: set[str]) -> bool:
         return normalize_email(str(row.get("EmailAddress", ""))) in wanted
     except InputError:
         return False
-
-
-def _payload(response: httpx.Response, system: str, op: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("d"), dict):
-        raise ConnectorError(
-            f"{system}: {op} answered HTTP {response.status_code} without OData JSON; "
-            "check base_url and that the service speaks OData V2",
-            status=response.status_code,
-        )
-    return body["d"]
-
-
-def _is_odata_error(response: httpx.Response) -> bool:
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    error = body.get("error") if isinstance(body, dict) else None
-    return isinstance(error, dict) and "code" in error and "message" in error
-
-
-def _csrf_required(response: httpx.Response) -> bool:
-    required = response.headers.get("x-csrf-token", "").lower() == "required"
-    return response.status_code == 403 and required
-
-
-def _chunks(items: Iterable[str], size: int = _FILTER_CHUNK) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

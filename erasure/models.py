@@ -42,7 +42,15 @@ class Request(Redacted, SQLModel, table=True):
     regulation: str
     channel: str = "cli"
     received_at: datetime
+    jurisdiction: str = "DE"
+    rule_version: str = ""
     deadline: date
+    extended_deadline: date | None = None
+    acknowledge_by: date | None = None
+    pauses: list[list[str]] = Field(default_factory=list, sa_column=Column(JSON))
+    paused_since: date | None = None
+    extension_notified_on: date | None = None
+    extension_reason: str = Field(default="", sa_column=Column(Text))
     state: str = RECEIVED
     subject_digest: str = Field(index=True)
     subject_kind: str = "email"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from erasure import audit
-from erasure.deadlines import REGULATIONS, deadline_for
+from erasure.clocks import DEFAULT_JURISDICTION, REGULATIONS, Clock
 from erasure.models import INCOMPLETE, Certificate, Request, SystemStep
 from lethe import ledger
 from lethe.errors import InputError, NotFoundError
@@ -47,6 +47,19 @@ def _identities(
     return identities
 
 
+def _received(received_at: datetime | None) -> datetime:
+    now = datetime.now(UTC)
+    if received_at is None:
+        return now
+    if received_at.tzinfo is None:
+        raise InputError(
+            "--received-at needs a UTC offset, e.g. 2026-12-01T18:30:00+01:00 or ...Z"
+        )
+    if received_at > now + timedelta(minutes=5):
+        raise InputError("--received-at is in the future; give the time of receipt")
+    return received_at.astimezone(UTC)
+
+
 def submit(
     *,
     regulation: str,
@@ -54,6 +67,7 @@ def submit(
     phone: str | None = None,
     channel: str = "cli",
     received_at: datetime | None = None,
+    jurisdiction: str | None = None,
 ) -> Request:
     """Store a new erasure request and return it.
 
@@ -67,7 +81,10 @@ def submit(
         )
     runtime = current()
     identities = _identities(email, phone, runtime.settings.phone_region)
-    received = (received_at or datetime.now(UTC)).astimezone(UTC)
+    received = _received(received_at)
+    clock = Clock.for_request(
+        regulation, received, jurisdiction or DEFAULT_JURISDICTION[regulation]
+    )
     vault = runtime.vault
     request_id = new_request_id()
     with ledger.session() as db:
@@ -81,7 +98,10 @@ def submit(
                 regulation=regulation,
                 channel=channel,
                 received_at=received,
-                deadline=deadline_for(regulation, received),
+                jurisdiction=clock.jurisdiction.code,
+                rule_version=clock.rule_version,
+                deadline=clock.deadline,
+                acknowledge_by=clock.acknowledge_by,
                 subject_digest=digests[0][2],
                 subject_kind=digests[0][0],
             )
@@ -171,7 +191,12 @@ def describe(request_id: str) -> dict[str, Any]:
         "state": request.state,
         "detail": request.detail,
         "received_at": _iso(request.received_at),
+        "jurisdiction": request.jurisdiction,
+        "rule_version": request.rule_version,
         "deadline": request.deadline.isoformat(),
+        "extended_deadline": _day(request.extended_deadline),
+        "acknowledge_by": _day(request.acknowledge_by),
+        "paused_since": _day(request.paused_since),
         "completed_at": _iso(request.completed_at),
         "purged_at": _iso(request.purged_at),
         "certificate_id": certificate.id if certificate else None,
@@ -219,6 +244,10 @@ def _step_json(step: SystemStep) -> dict[str, Any]:
         "dates": step.dates,
         "detail": step.detail,
     }
+
+
+def _day(value: date | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -155,3 +155,83 @@ def test_cli_bad_proof_period_is_a_config_error(home: Path, monkeypatch) -> None
     monkeypatch.setenv("LETHE_PROOF_PERIOD_DAYS", "soon")
     result = runner.invoke(app, ["dsr", "purge", "--expired"])
     assert result.exit_code == 1 and "LETHE_PROOF_PERIOD_DAYS" in result.stderr
+
+
+def _submit(*extra: str) -> str:
+    result = runner.invoke(
+        app, ["dsr", "submit", "--email", "clock@example.org", "--regulation", *extra]
+    )
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _show(request_id: str) -> dict:
+    return json.loads(runner.invoke(app, ["dsr", "show", request_id, "--json"]).stdout)
+
+
+def test_cli_received_at_and_jurisdiction_give_the_local_deadline(home: Path) -> None:
+    # 22:30 UTC on 31 March is 1 April in Berlin: one month later is 1 May, a
+    # public holiday, then a weekend, so the deadline is Monday 4 May (counted
+    # from the UTC date it would have been Thursday 30 April).
+    request_id = _submit(
+        "gdpr", "--received-at", "2026-03-31T22:30:00Z", "--jurisdiction", "DE"
+    )
+    shown = _show(request_id)
+    assert shown["jurisdiction"] == "DE" and shown["rule_version"]
+    assert shown["deadline"] == "2026-05-04"
+    ccpa = _show(_submit("ccpa", "--received-at", "2026-11-20T10:00:00-08:00"))
+    assert ccpa["deadline"] == "2027-01-04" and ccpa["acknowledge_by"]
+
+
+def test_cli_extend_pause_resume_and_due_flags(home: Path) -> None:
+    request_id = _submit("gdpr", "--jurisdiction", "DE")
+    before = _show(request_id)["deadline"]
+    extended = runner.invoke(
+        app, ["dsr", "extend", request_id, "--reason", "several systems hold copies"]
+    )
+    assert extended.exit_code == 0, extended.stderr
+    shown = _show(request_id)
+    assert shown["extended_deadline"] > before
+    again = runner.invoke(app, ["dsr", "extend", request_id, "--reason", "more"])
+    assert again.exit_code == 2 and "already" in again.stderr
+    assert runner.invoke(app, ["dsr", "pause", request_id]).exit_code == 0
+    paused = runner.invoke(app, ["dsr", "pause", request_id])
+    assert paused.exit_code == 2 and "already paused" in paused.stderr
+    assert runner.invoke(app, ["dsr", "resume", request_id]).exit_code == 0
+    listed = json.loads(
+        runner.invoke(app, ["dsr", "list", "--json", "--due-within", "400d"]).stdout
+    )
+    assert listed[0]["due_state"] == "due_soon"
+    listed = json.loads(
+        runner.invoke(app, ["dsr", "list", "--json", "--due-within", "5d"]).stdout
+    )
+    assert listed[0]["due_state"] == "on_time"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--received-at", "2026-12-01T10:00:00"], "needs a UTC offset"),
+        (["--received-at", "yesterday"], "not an ISO 8601 time"),
+        (["--received-at", "2999-01-01T00:00:00Z"], "in the future"),
+        (["--jurisdiction", "XX"], "XX"),
+    ],
+)
+def test_cli_bad_clock_input_is_refused(
+    home: Path, args: list[str], message: str
+) -> None:
+    before = _rows()
+    result = runner.invoke(
+        app,
+        ["dsr", "submit", "--email", "a@example.org", "--regulation", "gdpr", *args],
+    )
+    assert result.exit_code == 2 and message in result.stderr
+    assert _rows() == before
+
+
+def test_cli_bad_due_within_and_resume_of_a_running_clock(home: Path) -> None:
+    request_id = _submit("ccpa")
+    bad = runner.invoke(app, ["dsr", "list", "--due-within", "soon"])
+    assert bad.exit_code == 2 and "--due-within" in bad.stderr
+    resumed = runner.invoke(app, ["dsr", "resume", request_id])
+    assert resumed.exit_code == 2 and "not paused" in resumed.stderr

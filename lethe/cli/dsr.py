@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import typer
@@ -26,10 +27,24 @@ def submit(
     phone: Annotated[
         str | None, typer.Option(help="The requester's phone number.")
     ] = None,
+    received_at: Annotated[
+        str | None,
+        typer.Option(help="When it arrived elsewhere: ISO 8601 with an offset."),
+    ] = None,
+    jurisdiction: Annotated[
+        str | None,
+        typer.Option(help="ISO 3166 code of the controller (default DE / US-CA)."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Store an erasure request and print its id."""
-    request = requests.submit(email=email, phone=phone, regulation=regulation)
+    request = requests.submit(
+        email=email,
+        phone=phone,
+        regulation=regulation,
+        received_at=_instant(received_at) if received_at else None,
+        jurisdiction=jurisdiction,
+    )
     if json_out:
         print_json(requests.describe(request.id))
     else:
@@ -112,26 +127,114 @@ def show(
 @app.command("list")
 @handled
 def list_(
+    due_within: Annotated[
+        str, typer.Option(help="Flag requests due within this long, e.g. 5d.")
+    ] = "7d",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List every request with its state and deadline."""
-    described = [requests.describe(r.id) for r in requests.list_requests()]
+    """List every request with its due date, flagging overdue and due soon."""
+    from erasure import timeline
+
+    days = _days(due_within)
+    described = []
+    for request in requests.list_requests():
+        item = requests.describe(request.id)
+        item |= timeline.due(request, within_days=days)
+        described.append(item)
     if json_out:
         print_json(described)
         return
     table = Table(
-        "request", "regulation", "state", "received (UTC)", "deadline", "certificate"
+        "request",
+        "regulation",
+        "state",
+        "received (UTC)",
+        "due",
+        "flag",
+        "certificate",
     )
     for item in described:
+        flag = {"overdue": "[red]OVERDUE[/]", "due_soon": "[yellow]due soon[/]"}.get(
+            item["due_state"], ""
+        )
+        if item["paused"]:
+            flag = (flag + " paused").strip()
         table.add_row(
             item["request_id"],
             item["regulation"],
             item["state"],
             item["received_at"],
-            item["deadline"],
+            item["due_by"],
+            flag,
             item["certificate_id"] or "",
         )
     console.print(table)
+
+
+@app.command()
+@handled
+def extend(
+    request_id: Annotated[str, typer.Argument(help="The request id.")],
+    reason: Annotated[str, typer.Option(help="Why, as told to the subject.")],
+    notified_on: Annotated[
+        str | None, typer.Option(help="Date the subject was told (default today).")
+    ] = None,
+) -> None:
+    """Record the one extension of the deadline (notified to the subject)."""
+    from erasure import timeline
+
+    request = timeline.extend(
+        request_id, reason, notified_on=_day(notified_on) if notified_on else None
+    )
+    console.print(f"{request.id} extended: due {request.extended_deadline}")
+
+
+@app.command()
+@handled
+def pause(
+    request_id: Annotated[str, typer.Argument(help="The request id.")],
+) -> None:
+    """Stop the clock while waiting for the subject (identity, clarification)."""
+    from erasure import timeline
+
+    request = timeline.pause(request_id)
+    console.print(f"{request.id} paused since {request.paused_since}")
+
+
+@app.command()
+@handled
+def resume(
+    request_id: Annotated[str, typer.Argument(help="The request id.")],
+) -> None:
+    """Restart the clock; a GDPR deadline moves by the paused days."""
+    from erasure import timeline
+
+    request = timeline.resume(request_id)
+    due = request.extended_deadline or request.deadline
+    console.print(f"{request.id} resumed: due {due}")
+
+
+def _days(text: str) -> int:
+    value = text.strip().lower().removesuffix("d")
+    if not value.isdigit():
+        raise InputError(f"--due-within takes days like 5d, not {text!r}")
+    return int(value)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(f"{text!r} is not a date like 2026-12-03") from None
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(
+            f"{text!r} is not an ISO 8601 time like 2026-12-01T18:30:00+01:00"
+        ) from None
 
 
 def outcome_text(system: dict[str, Any]) -> str:
@@ -152,7 +255,9 @@ def print_request(item: dict[str, Any]) -> None:
     console.print(
         f"[bold]{item['request_id']}[/] {item['regulation'].upper()} {item['type']}: "
         f"[bold]{item['state']}[/] (received {item['received_at']}, "
-        f"due {item['deadline']})"
+        f"due {item['extended_deadline'] or item['deadline']}"
+        f"{' (extended)' if item['extended_deadline'] else ''}, "
+        f"{item['jurisdiction']})"
     )
     if item.get("detail"):
         console.print(item["detail"], markup=False)

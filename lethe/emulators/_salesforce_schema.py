@@ -2,7 +2,12 @@
 
 Only the standard fields an erasure touches are modelled (typed where the
 query language cares: ids, booleans, numbers); custom ``__c`` fields are added
-as text when a record first carries one.
+as text when a record first carries one. ``Individual`` (key prefix 0PK) is the
+org's privacy record for a person (API 42.0+, Data Protection and Privacy):
+Contacts and Leads point to it through ``IndividualId``, and it carries the
+person's names and the consent flags (``ShouldForget`` "Forget this
+Individual", ``HasOptedOutProcessing`` "Don't Process", ...). Checkbox fields
+are never null: a record created without one holds ``false``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,13 @@ _SCHEMA_SPEC: dict[str, tuple[str, str]] = {
         "ShippingPostalCode ShippingCountry Phone Fax AccountNumber Website Industry "
         "AnnualRevenue:num NumberOfEmployees:num Description AccountSource",
     ),
+    "Individual": (
+        "0PK",
+        "FirstName LastName Salutation Name BirthDate:date ShouldForget:bool "
+        "SendIndividualData:bool HasOptedOutProcessing:bool "
+        "HasOptedOutProfiling:bool HasOptedOutSolicit:bool HasOptedOutTracking:bool "
+        "HasOptedOutGeoTracking:bool CanStorePiiElsewhere:bool",
+    ),
 }
 SYSTEM_FIELDS = frozenset(
     "Id IsDeleted MasterRecordId CreatedDate CreatedById LastModifiedDate "
@@ -67,12 +79,16 @@ DERIVED: dict[str, dict[str, str | None]] = {
         "ContactFax": "Fax",
     },
     "Account": {},
+    "Individual": {"Name": None},
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "Contact": ("LastName",),
     "Lead": ("LastName", "Company"),
     "Account": ("Name",),
+    "Individual": ("LastName",),
 }
+# Objects whose Name the org composes from FirstName and LastName.
+PERSON_NAMED = frozenset({"Contact", "Lead", "Individual"})
 
 
 def _parse_schema() -> dict[str, dict[str, str]]:

@@ -3,17 +3,15 @@ Bulk API 2.0 ingest jobs, with the org's delete rules.
 
 A soft delete sets ``IsDeleted`` (the Recycle Bin, still seen by queryAll); a
 hard delete removes the row. A Contact that live Cases reference cannot be
-deleted (DELETE_FAILED), so callers delete children first. A closed Bulk job
-does its work in one go when its clock says JobComplete.
+deleted (DELETE_FAILED), so callers delete children first; deleting a Contact
+or Lead leaves its Individual alone, as the org does. A closed Bulk job does its
+work in one go when its clock says JobComplete (``_salesforce_bulk``).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import re
 import secrets
 import sqlite3
 import threading
@@ -23,10 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lethe.emulators._salesforce_bulk import process_job
 from lethe.emulators._salesforce_schema import (
     BY_PREFIX,
     DERIVED,
     KEY_PREFIXES,
+    PERSON_NAMED,
     REQUIRED,
     SCHEMA,
     SYSTEM_FIELDS,
@@ -68,15 +68,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 """
 _CURSOR_TTL = 15 * 60
-DELIMITERS = {
-    "COMMA": ",",
-    "BACKQUOTE": "`",
-    "CARET": "^",
-    "PIPE": "|",
-    "SEMICOLON": ";",
-    "TAB": "\t",
-}
-OPEN_STATES = ("Open", "UploadComplete", "InProgress")
 
 
 class SalesforceStore:
@@ -208,6 +199,9 @@ class SalesforceStore:
             created = str(values.pop("CreatedDate", now))
             if canonical == "Case":
                 values["CaseNumber"] = f"{self._next('CaseNumber') + 1000:08d}"
+            for name, kind in SCHEMA[canonical].items():
+                if kind == "bool" and name not in SYSTEM_FIELDS:
+                    values.setdefault(name, False)
             values.setdefault("OwnerId", self.user_id)
             values |= {"CreatedById": self.user_id, "LastModifiedById": self.user_id}
             values["LastModifiedDate"] = now
@@ -239,7 +233,7 @@ class SalesforceStore:
             **fields,
         }
         sobject = row["sobject"]
-        if sobject in ("Contact", "Lead"):
+        if sobject in PERSON_NAMED:
             parts = (fields.get("FirstName"), fields.get("LastName"))
             record["Name"] = " ".join(part for part in parts if part)
         if sobject == "Case" and fields.get("ContactId"):
@@ -520,7 +514,7 @@ class SalesforceStore:
             return
         info = job["info"]
         if now >= job["complete_at"]:
-            info |= _process_job(self, info, job["upload"])
+            info |= process_job(self, info, job["upload"])
             info["systemModstamp"] = sf_time(job["complete_at"])
             success = info.pop("_success_csv")
             failed = info.pop("_failed_csv")
@@ -531,89 +525,3 @@ class SalesforceStore:
                 "systemModstamp": sf_time(job["progress_at"]),
             }
             self.save_job(job_id, info)
-
-
-def csv_text(header: list[str], rows: list[list[str]], line_ending: str) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator=line_ending)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue()
-
-
-def _bulk_error(error: SalesforceError) -> str:
-    fields = ",".join(error.fields)
-    return (
-        f"{error.code}:{error.message}:{fields} --"
-        if fields
-        else f"{error.code}:{error.message}:--"
-    )
-
-
-def _job_failure(message: str) -> dict[str, Any]:
-    return {
-        "state": "Failed",
-        "errorMessage": message,
-        "_success_csv": None,
-        "_failed_csv": None,
-    }
-
-
-def _process_job(
-    store: SalesforceStore, info: dict[str, Any], upload: str | None
-) -> dict[str, Any]:
-    """Apply a completed delete/hardDelete job row by row, as the org does."""
-    line_ending = "\r\n" if info["lineEnding"] == "CRLF" else "\n"
-    if not upload:
-        return _job_failure("InvalidBatch : no data was uploaded for this job")
-    bare_lf = re.search(r"(?<!\r)\n", upload) is not None
-    if (line_ending == "\n" and "\r\n" in upload) or (
-        line_ending == "\r\n" and bare_lf
-    ):
-        return _job_failure(
-            "ClientInputError : LineEnding is invalid on user data. Current "
-            f"LineEnding setting is {info['lineEnding']}"
-        )
-    delimiter = DELIMITERS[info["columnDelimiter"]]
-    rows = list(csv.reader(io.StringIO(upload, newline=""), delimiter=delimiter))
-    header, data = rows[0], [row for row in rows[1:] if row]
-    id_column = next((i for i, name in enumerate(header) if name.lower() == "id"), None)
-    if id_column is None:
-        bad = header[0] if header else ""
-        return _job_failure(f"InvalidBatch : Field name not found : {bad}")
-    hard = info["operation"] == "hardDelete"
-    ok: list[list[str]] = []
-    failed: list[list[str]] = []
-    for row in data:
-        raw = row[id_column] if id_column < len(row) else ""
-        error = _bulk_delete_one(store, raw, info["object"], hard=hard)
-        if error is None:
-            ok.append([normal_id(raw) or raw, "false", *row])
-        else:
-            failed.append(["", _bulk_error(error), *row])
-    return {
-        "state": "JobComplete",
-        "numberRecordsProcessed": len(data),
-        "numberRecordsFailed": len(failed),
-        "apiActiveProcessingTime": info["totalProcessingTime"],
-        "_success_csv": csv_text(["sf__Id", "sf__Created", *header], ok, line_ending),
-        "_failed_csv": csv_text(["sf__Id", "sf__Error", *header], failed, line_ending),
-    }
-
-
-def _bulk_delete_one(
-    store: SalesforceStore, raw: str, sobject: str, *, hard: bool
-) -> SalesforceError | None:
-    normal = normal_id(raw)
-    if normal is None:
-        return SalesforceError(400, "MALFORMED_ID", "bad id " + raw, ["Id"])
-    if store.sobject_of(normal) != sobject:
-        why = f"Invalid id value for this SObject type: {raw}"
-        return SalesforceError(400, "INVALID_ID_FIELD", why, ["Id"])
-    with store._transaction():
-        error = store._delete_one(normal, hard=hard, sobject=sobject)
-    if error is not None and error.code == "NOT_FOUND":
-        return SalesforceError(
-            400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"
-        )
-    return error

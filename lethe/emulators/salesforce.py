@@ -8,7 +8,11 @@ collection call takes at most 200 ids, ``DELETE`` puts records in the Recycle
 Bin where only ``queryAll`` still sees them, and a Bulk ``hardDelete`` job
 moves Open → UploadComplete → InProgress → JobComplete on a clock, doing its
 work only when it completes. A Contact that live Cases still reference cannot
-be deleted, as in a real org, so callers must delete children first.
+be deleted, as in a real org, so callers must delete children first. A record
+read (``GET /sobjects/{Object}/{Id}``) answers the documented 404s: NOT_FOUND
+for an id the org does not hold, ENTITY_IS_DELETED for one in the Recycle Bin.
+The token endpoint (``_salesforce_oauth``) takes client credentials and the
+JWT bearer flow.
 
 Records live in SQLite (``path=None`` keeps them in memory) so an estate
 survives a restart. What is deliberately left out, so nobody relies on it:
@@ -24,9 +28,7 @@ clock live in ``_salesforce_soql``, ``_salesforce_store`` and
 
 from __future__ import annotations
 
-import base64
 import csv
-import hmac
 import io
 import json
 import re
@@ -34,25 +36,27 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lethe.emulators._salesforce_bulk import DELIMITERS, OPEN_STATES, csv_text
+from lethe.emulators._salesforce_oauth import (
+    JwtApp,
+    TokenSettings,
+    install_oauth,
+    load_public_key,
+)
 from lethe.emulators._salesforce_schema import (
+    KEY_PREFIXES,
     SalesforceError,
     normal_id,
     not_found,
     sf_time,
 )
 from lethe.emulators._salesforce_soql import Resolved, parse_soql
-from lethe.emulators._salesforce_store import (
-    DELIMITERS,
-    OPEN_STATES,
-    SalesforceStore,
-    csv_text,
-)
+from lethe.emulators._salesforce_store import SalesforceStore
 from lethe.emulators._server import Faults, install_faults
 
 __all__ = ["SalesforceError", "SalesforceStore", "create_app", "parse_soql"]
@@ -63,8 +67,6 @@ _JOBS_PAGE = 1000
 
 @dataclass
 class _Settings:
-    client_id: str
-    client_secret: str
     max_version: float
     page_size: int
     bulk_step_seconds: float
@@ -88,16 +90,32 @@ def create_app(
     bulk_step_seconds: float = 0.2,
     api_limit: int = 100_000,
     clock: Callable[[], float] = time.time,
+    jwt_consumer_key: str | None = None,
+    jwt_public_key_pem: bytes | None = None,
+    jwt_username: str | None = None,
+    jwt_max_lifetime: float = 300.0,
 ) -> FastAPI:
     """The org's REST and Bulk API 2.0 endpoints over ``store``.
 
     ``page_size`` is the query batch size (2,000 in a real org), and
     ``bulk_step_seconds`` how long a closed Bulk job spends in each of
-    UploadComplete and InProgress before it completes.
+    UploadComplete and InProgress before it completes. The JWT bearer flow is
+    open when ``jwt_consumer_key``, ``jwt_public_key_pem`` (the app's
+    certificate or its public key, PEM) and ``jwt_username`` (the pre-authorised
+    user) are all given; ``jwt_max_lifetime`` is how far ahead ``exp`` may lie.
     """
+    jwt_settings = (jwt_consumer_key, jwt_public_key_pem, jwt_username)
+    if any(value is not None for value in jwt_settings) and None in jwt_settings:
+        raise ValueError(
+            "the JWT bearer flow needs jwt_consumer_key, jwt_public_key_pem "
+            "and jwt_username together"
+        )
+    jwt = None
+    if jwt_consumer_key and jwt_public_key_pem and jwt_username:
+        key = load_public_key(jwt_public_key_pem)
+        jwt = JwtApp(jwt_consumer_key, key, jwt_username, jwt_max_lifetime)
+    tokens = TokenSettings(client_id, client_secret, clock, jwt)
     settings = _Settings(
-        client_id,
-        client_secret,
         float(api_version.lstrip("v")),
         page_size,
         bulk_step_seconds,
@@ -110,7 +128,7 @@ def create_app(
     _install_gate(app, store, settings)
     install_faults(app, app.state.faults)
     _install_errors(app)
-    _install_oauth(app, store, settings)
+    install_oauth(app, store, tokens)
     _install_query(app, store, settings)
     _install_sobjects(app, store)
     _install_bulk(app, store, settings)
@@ -173,49 +191,6 @@ def _install_errors(app: FastAPI) -> None:
             why = f"HTTP Method '{request.method}' not allowed."
             return _error_response(SalesforceError(405, "METHOD_NOT_ALLOWED", why))
         return _error_response(not_found())
-
-
-def _install_oauth(app: FastAPI, store: SalesforceStore, settings: _Settings) -> None:
-    @app.post("/services/oauth2/token")
-    async def token(request: Request) -> JSONResponse:
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-        if form.get("grant_type") != "client_credentials":
-            return _oauth_error("unsupported_grant_type", "grant type not supported")
-        given = (form.get("client_id", ""), form.get("client_secret", ""))
-        expected = (settings.client_id, settings.client_secret)
-        if not all(
-            hmac.compare_digest(a, b) for a, b in zip(given, expected, strict=True)
-        ):
-            return _oauth_error("invalid_client", "invalid client credentials")
-        base = str(request.base_url).rstrip("/")
-        identity = f"{base}/id/{store.org_id}/{store.user_id}"
-        issued_at = str(int(settings.clock() * 1000))
-        mac = hmac.new(
-            settings.client_secret.encode(), (identity + issued_at).encode(), "sha256"
-        )
-        return JSONResponse(
-            {
-                "access_token": store.issue_token(),
-                "signature": base64.b64encode(mac.digest()).decode(),
-                "scope": "api",
-                "instance_url": base,
-                "id": identity,
-                "token_type": "Bearer",
-                "issued_at": issued_at,
-            }
-        )
-
-    @app.post("/services/oauth2/revoke")
-    async def revoke(request: Request) -> Response:
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
-        store.revoke_tokens(form.get("token", ""))
-        return Response(status_code=200)
-
-
-def _oauth_error(error: str, description: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": error, "error_description": description}, status_code=400
-    )
 
 
 def _install_query(app: FastAPI, store: SalesforceStore, settings: _Settings) -> None:
@@ -318,17 +293,22 @@ def _install_sobjects(app: FastAPI, store: SalesforceStore) -> None:
             {"id": record_id, "success": True, "errors": []}, status_code=201
         )
 
+    @app.get("/services/data/{version}/sobjects/{sobject}")
+    async def basic_info(version: str, sobject: str) -> dict[str, Any]:
+        return _basic_info(sobject_or_404(sobject), version)
+
     @app.get("/services/data/{version}/sobjects/{sobject}/{record_id}")
-    async def read(version: str, sobject: str, record_id: str) -> dict[str, Any]:
+    async def read(
+        version: str, sobject: str, record_id: str, fields: str | None = None
+    ) -> dict[str, Any]:
         canonical = sobject_or_404(sobject)
         record = store.get(record_id)
-        if (
-            record is None
-            or record["IsDeleted"]
-            or store.sobject_of(record_id) != canonical
-        ):
+        if record is None or store.sobject_of(record_id) != canonical:
             raise not_found()
-        return _project(record, list(store.schema(canonical)), canonical, version)
+        if record["IsDeleted"]:
+            raise SalesforceError(404, "ENTITY_IS_DELETED", "entity is deleted")
+        names = _field_list(store.schema(canonical), canonical, fields)
+        return _project(record, names, canonical, version)
 
     @app.patch("/services/data/{version}/sobjects/{sobject}/{record_id}")
     async def patch(sobject: str, record_id: str, request: Request) -> Response:
@@ -367,6 +347,44 @@ def _install_sobjects(app: FastAPI, store: SalesforceStore) -> None:
             operations.append(store.update_op(record_id, fields, sobject))
         errors = store.write_many(operations, all_or_none=bool(body.get("allOrNone")))
         return _collection_results(ids, errors)
+
+
+def _basic_info(sobject: str, version: str) -> dict[str, Any]:
+    """``GET /sobjects/{Object}``: the sObject Basic Information resource."""
+    url = f"/services/data/{version}/sobjects/{sobject}"
+    describe = {
+        "name": sobject,
+        "label": sobject,
+        "labelPlural": f"{sobject}s",
+        "keyPrefix": KEY_PREFIXES[sobject],
+        "custom": False,
+        "createable": True,
+        "deletable": True,
+        "queryable": True,
+        "retrieveable": True,
+        "updateable": True,
+        "undeletable": True,
+        "urls": {
+            "sobject": url,
+            "describe": f"{url}/describe",
+            "rowTemplate": f"{url}/{{ID}}",
+        },
+    }
+    return {"objectDescribe": describe, "recentItems": []}
+
+
+def _field_list(schema: dict[str, str], sobject: str, fields: str | None) -> list[str]:
+    """The ``fields`` parameter of a record GET, in canonical names."""
+    if fields is None:
+        return list(schema)
+    lower = {name.lower(): name for name in schema}
+    names = []
+    for name in (part.strip() for part in fields.split(",") if part.strip()):
+        if name.lower() not in lower:
+            why = f"No such column '{name}' on entity '{sobject}'"
+            raise SalesforceError(400, "INVALID_FIELD", why, [name])
+        names.append(lower[name.lower()])
+    return names
 
 
 def _check_collection_size(count: int) -> None:

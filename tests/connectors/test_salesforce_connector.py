@@ -176,7 +176,11 @@ def test_erasure_end_to_end_deletes_children_first_and_verifies(make_org: Any) -
         "Contact.queryAll": 0,
         "Lead.query": 0,
         "Lead.queryAll": 0,
+        "Individual.linked": 0,
+        "Individual.unflagged": 0,
     }
+    assert "no record left" in evidence.detail
+    assert "can no longer be looked up" in evidence.detail
     assert all(org.store.get(record) is None for record in mine)
     assert all(org.store.get(record) is not None for record in others)
     assert org.store.checksum(exclude=mine) == before
@@ -254,7 +258,12 @@ def test_verify_names_records_left_in_the_recycle_bin(make_org: Any) -> None:
     outcome = org.connector.submit({"Lead": [subject.lead]}, idempotency_key="k")
 
     assert not evidence.verified
-    assert evidence.observed == {"Lead.query": 0, "Lead.queryAll": 1}
+    assert evidence.observed == {
+        "Lead.query": 0,
+        "Lead.queryAll": 1,
+        "Individual.linked": 0,
+        "Individual.unflagged": 0,
+    }
     assert "Recycle Bin" in evidence.detail
     assert outcome.action == "already_absent"  # nothing live to hard-delete
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from connectors.base import SyncConnector
 from connectors.registry import build
@@ -372,6 +374,60 @@ def test_sap_connector_unknown_partner_is_unresolved(
     assert not evidence.verified
     assert evidence.observed["missing"] == 1
     assert "9999999" not in evidence.detail
+
+
+def test_sap_connector_confirm_absent_keeps_retained_partners_present(
+    store: SapStore, sap: SapBusinessPartnerConnector
+) -> None:
+    subject, bystander = _subject(store), _bystander(store)
+    sap.erase(_keys(subject), idempotency_key="req-1:erp")  # blocked, anonymised
+
+    found = sap.confirm_absent(_keys(subject, bystander, "9999999"))
+
+    assert found == {subject: False, bystander: False, "9999999": True}
+
+
+def test_sap_connector_confirm_absent_needs_the_business_partner_service(
+    server: EmulatorServer,
+) -> None:
+    other = FastAPI()
+
+    @other.get("/sap/opu/odata/sap/API_OTHER/{rest:path}")
+    async def odata(rest: str) -> JSONResponse:
+        if not rest:
+            return JSONResponse({"d": {"EntitySets": ["A_Product"]}})
+        error = {"code": "/IWBEP/CM_MGW_RT/020", "message": {"value": "not found"}}
+        return JSONResponse({"error": error}, status_code=404)
+
+    with EmulatorServer(other) as elsewhere:
+        wrong_service = _connector(
+            elsewhere, base_url=elsewhere.base_url + "/sap/opu/odata/sap/API_OTHER"
+        )
+        with pytest.raises(ConfigError, match="API_BUSINESS_PARTNER"):
+            wrong_service.confirm_absent(_keys("9999999"))
+        wrong_service.close()
+    html = _connector(server, base_url=server.base_url + "/sap/opu/odata/sap/API_BP")
+    with pytest.raises(ConfigError, match="base_url") as caught:
+        html.confirm_absent(_keys("9999999"))
+    html.close()
+
+    assert "9999999" not in str(caught.value)
+
+
+def test_sap_connector_confirm_absent_faults_are_transient(
+    store: SapStore, server: EmulatorServer
+) -> None:
+    subject = _subject(store)
+    sap = _connector(server, max_attempts=1)
+    server.faults.add("429", SERVICE_ROOT + "/A_BusinessPartner(", retry_after=4)
+    with pytest.raises(TransientConnectorError) as caught:
+        sap.confirm_absent(_keys(subject))
+    server.faults.add("503", SERVICE_ROOT + "/A_BusinessPartner(")
+    with pytest.raises(TransientConnectorError, match="503"):
+        sap.confirm_absent(_keys(subject))
+    sap.close()
+
+    assert caught.value.retry_after == 4
 
 
 def test_sap_connector_rejects_datasets_it_does_not_serve(

@@ -337,6 +337,57 @@ def test_sobject_delete_of_unknown_or_deleted_record(make_org: Any) -> None:
     assert unknown.json()[0]["errorCode"] == "NOT_FOUND"
 
 
+def test_sobject_read_answers_the_documented_404s(make_org: Any) -> None:
+    org = make_org()
+    live, binned, purged = (_contact(org.store, n) for n in (1, 2, 3))
+    org.store.delete(binned)
+    org.store.delete(purged, hard=True)
+
+    found = org.get(f"{V}/sobjects/Contact/{live[:15]}", params={"fields": "id"})
+    deleted = org.get(f"{V}/sobjects/Contact/{binned}")
+    gone = org.get(f"{V}/sobjects/Contact/{purged}")
+    bad_field = org.get(f"{V}/sobjects/Contact/{live}", params={"fields": "Nope"})
+    info = org.get(f"{V}/sobjects/contact").json()["objectDescribe"]
+
+    assert found.status_code == 200
+    assert found.json() == {
+        "attributes": {"type": "Contact", "url": f"{V}/sobjects/Contact/{live}"},
+        "Id": live,
+    }
+    assert deleted.status_code == gone.status_code == 404
+    assert deleted.json() == [
+        {"message": "entity is deleted", "errorCode": "ENTITY_IS_DELETED"}
+    ]
+    assert gone.json()[0]["errorCode"] == "NOT_FOUND"
+    assert bad_field.json()[0]["errorCode"] == "INVALID_FIELD"
+    assert (info["name"], info["keyPrefix"]) == ("Contact", "003")
+    assert org.get(f"{V}/sobjects/Nothing__x").status_code == 404
+
+
+def test_individual_is_a_privacy_record_that_outlives_its_contact(
+    make_org: Any,
+) -> None:
+    org = make_org()
+    person = org.store.insert("Individual", {"FirstName": "Ann", "LastName": "Lee"})
+    contact = _contact(org.store, 1, IndividualId=person[:15])
+    org.store.delete(contact, hard=True)
+
+    row = org.select(
+        "Id, Name, ShouldForget, HasOptedOutProcessing", "Individual", "Id != null"
+    ).json()["records"][0]
+    record = {"attributes": {"type": "Individual"}, "id": person}
+    body = {"allOrNone": False, "records": [record | {"ShouldForget": True}]}
+    flag = org.http.patch(f"{V}/composite/sobjects", json=body)
+    missing_name = org.http.post(f"{V}/sobjects/Individual", json={"FirstName": "X"})
+
+    assert person.startswith("0PK")
+    assert (row["Id"], row["Name"]) == (person, "Ann Lee")
+    assert (row["ShouldForget"], row["HasOptedOutProcessing"]) == (False, False)
+    assert flag.json() == [{"id": person, "success": True, "errors": []}]
+    assert org.store.get(person)["ShouldForget"] is True  # type: ignore[index]
+    assert missing_name.json()[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+
+
 def test_sobject_patch_updates_fields_and_rejects_unknown_ones(make_org: Any) -> None:
     org = make_org()
     contact = _contact(org.store, 1)
