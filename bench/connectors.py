@@ -67,6 +67,9 @@ STEP_SECONDS = 0.01  # how long each async job state lasts
 POLL_INTERVAL = 0.01  # how long both arms sleep between polls
 PHASES = ("locate", "erase", "verify")
 SECRET = "bench-secret"
+LEFT = "a subject's data is still there"
+TOUCHED = "a bystander's data changed"
+LEFT_OR_TOUCHED = "the rows left are not exactly the bystanders' rows"
 DAY = 86_400.0
 
 
@@ -345,8 +348,8 @@ class SalesforceCase(Case):
 
     def check(self, served: Served) -> None:
         store = served.store
-        assert all(store.get(record) is None for record in self.mine)
-        assert store.checksum(exclude=self.mine) == self.bystanders
+        assert all(store.get(record) is None for record in self.mine), LEFT
+        assert store.checksum(exclude=self.mine) == self.bystanders, TOUCHED
 
 
 # -- Segment ------------------------------------------------------------------
@@ -429,9 +432,9 @@ class SegmentCase(Case):
 
     def check(self, served: Served) -> None:
         store = served.store
-        assert all(store.events_for(user) == 0 for user in self.subjects)
-        assert all(store.events_for(user) == 2 for user in self.bystanders)
-        assert store.count() == 2 * len(self.bystanders)
+        assert all(store.events_for(user) == 0 for user in self.subjects), LEFT
+        assert all(store.events_for(user) == 2 for user in self.bystanders), TOUCHED
+        assert store.count() == 2 * len(self.bystanders), TOUCHED
 
 
 # -- SAP ----------------------------------------------------------------------
@@ -559,13 +562,15 @@ class SapCase(Case):
         store = served.store
         for bp in self.partners:
             partner = store.partner(bp)
-            assert partner["BusinessPartnerIsBlocked"] and not partner["BirthDate"]
-            assert partner["LastName"] == "ERASED"
-            assert partner["customer"]["PostingIsBlocked"]
+            assert partner["BusinessPartnerIsBlocked"] and not partner["BirthDate"], (
+                LEFT
+            )
+            assert partner["LastName"] == "ERASED", LEFT
+            assert partner["customer"]["PostingIsBlocked"], LEFT
             for address in partner["addresses"]:
-                assert address["StreetName"] == "ERASED"
-                assert not address["emails"] and not address["phones"]
-        assert store.checksum(exclude=self.partners) == self.bystanders
+                assert address["StreetName"] == "ERASED", LEFT
+                assert not address["emails"] and not address["phones"], LEFT
+        assert store.checksum(exclude=self.partners) == self.bystanders, TOUCHED
 
 
 # -- Mixpanel -----------------------------------------------------------------
@@ -641,12 +646,12 @@ class MixpanelCase(Case):
     def check(self, served: Served) -> None:
         store, project = served.store, MIXPANEL_PROJECT
         for user in self.subjects:
-            assert not store.events_for(project, user)
-            assert not store.has_profile(project, user)
+            assert not store.events_for(project, user), LEFT
+            assert not store.has_profile(project, user), LEFT
         for user in self.bystanders:
-            assert store.events_for(project, user) == 2
-            assert store.has_profile(project, user)
-        assert store.count() == 2 * len(self.bystanders)
+            assert store.events_for(project, user) == 2, TOUCHED
+            assert store.has_profile(project, user), TOUCHED
+        assert store.count() == 2 * len(self.bystanders), TOUCHED
 
 
 # -- Amplitude ----------------------------------------------------------------
@@ -731,9 +736,9 @@ class AmplitudeCase(Case):
 
     def check(self, served: Served) -> None:
         store, project = served.store, AMPLITUDE[0]
-        assert all(store.events_for(project, u) == 0 for u in self.subjects)
-        assert all(store.events_for(project, u) == 2 for u in self.bystanders)
-        assert store.count() == 2 * len(self.bystanders)
+        assert all(store.events_for(project, u) == 0 for u in self.subjects), LEFT
+        assert all(store.events_for(project, u) == 2 for u in self.bystanders), TOUCHED
+        assert store.count() == 2 * len(self.bystanders), TOUCHED
 
 
 # -- the SQL warehouse --------------------------------------------------------
@@ -873,7 +878,7 @@ class WarehouseCase(Case):
         return digest.hexdigest()
 
     def check(self, served: Served) -> None:
-        assert self._digest(served.store) == self.expected, "warehouse rows differ"
+        assert self._digest(served.store) == self.expected, LEFT_OR_TOUCHED
 
 
 class PostgresWarehouseCase(WarehouseCase):
@@ -953,6 +958,8 @@ def run_arm(case: Case, arm: str, folder: Path, tag: str) -> Result:
         getattr(case, arm)(served, meter)
         seconds = time.perf_counter() - start
         case.check(served)
+    except AssertionError as exc:
+        raise AssertionError(f"{case.name}, {arm} arm, run {tag}: {exc}") from exc
     finally:
         case.close(served)
     return Result(seconds, meter.counts)
@@ -976,15 +983,17 @@ def report(rows: list[Row], count: int, runs: int, folder: Path) -> None:
     )
     header = (
         f"{'connector':<13} {'subjects':>8} {'raw s':>8} {'lethe s':>8} "
-        f"{'lethe/raw':>9} {'raw req':>8} {'lethe req':>9}  unit"
+        f"{'lethe/raw':>9} {'raw req':>8} {'lethe req':>9}  unit  each run"
     )
     print(header + "\n" + "-" * len(header))
     for row in rows:
         raw, lethe = median(row.raw), median(row.lethe)
+        pairs = zip(row.raw, row.lethe, strict=True)
+        each = " ".join(f"{b.seconds / a.seconds:.2f}" for a, b in pairs)
         print(
             f"{row.case.name:<13} {count:>8,} {raw.seconds:>8.3f} "
             f"{lethe.seconds:>8.3f} {lethe.seconds / raw.seconds:>8.2f}x "
-            f"{raw.requests:>8,} {lethe.requests:>9,}  {row.case.unit}"
+            f"{raw.requests:>8,} {lethe.requests:>9,}  {row.case.unit:<4}  {each}"
         )
     print("\nrequests by step (locate / erase, polls included / verify):")
     for row in rows:
@@ -1034,7 +1043,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lethe-bench-", dir=args.workdir) as tmp:
         for name in wanted or cases:
             started = time.perf_counter()
-            rows.append(bench(cases[name](), Path(tmp), args.people, args.runs))
+            try:
+                rows.append(bench(cases[name](), Path(tmp), args.people, args.runs))
+            except AssertionError as exc:
+                print(f"FAILED, the work was not done: {exc}", file=sys.stderr)
+                return 1
             print(f"{name}: {time.perf_counter() - started:.1f} s", flush=True)
         report(rows, args.people, args.runs, Path(tmp).parent)
     return 0

@@ -8,8 +8,9 @@ Why these calls (vendor-apis.md §1, §7):
   record readable for 15 days. It needs the "Bulk API Hard Delete" permission
   on the integration user; without it the job fails and the outcome says so.
 - A Contact that Cases still reference cannot be deleted, so the jobs run one
-  object at a time, children first: Case, then Contact, then Lead (objects this
-  module does not know run before all of them, Account after). ``submit`` files
+  object at a time, children first: Case, then Contact, then Lead, then
+  Individual if the keys name any (objects this module does not know run
+  before all of them, Account after). ``submit`` files
   the first job; each ``poll`` that sees a job complete cleanly files the next.
   The job id handed back is the comma-separated list of the jobs so far.
 - Before the first job, the Individuals the Contacts and Leads point to are
@@ -176,9 +177,6 @@ class SalesforceConnector:
 
     # -- reading -------------------------------------------------------------
 
-    def _query(self, soql: str) -> Iterator[dict[str, Any]]:
-        return self._org.query(soql)
-
     def _live_ids(self, sobject: str, ids: Sequence[str]) -> list[str]:
         rows = self._org.rows(sobject, ids, all_rows=False, fields=("Id",))
         return list(dict.fromkeys(salesforce_id_18(str(row["Id"])) for row in rows))
@@ -218,7 +216,7 @@ class SalesforceConnector:
                 soqls.append(select(_PERSON_FIELDS, sobject, where))
             by_id: dict[str, dict[str, Any]] = {}
             for soql in soqls:
-                for row in self._query(soql):
+                for row in self._org.query(soql):
                     record = {name: row.get(name) for name in _PERSON_FIELDS}
                     by_id.setdefault(str(row["Id"]), record)
             found[sobject] = list(by_id.values())
@@ -229,7 +227,7 @@ class SalesforceConnector:
         ids = [salesforce_id_18(value) for value in contact_ids]
         found: dict[str, None] = {}
         for soql in where_in("Case", ("Id",), "ContactId", dict.fromkeys(ids)):
-            found.update(dict.fromkeys(str(row["Id"]) for row in self._query(soql)))
+            found.update(dict.fromkeys(str(row["Id"]) for row in self._org.query(soql)))
         return list(found)
 
     def snapshot(
@@ -247,7 +245,7 @@ class SalesforceConnector:
                     f"{self.system}: snapshot covers "
                     f"{', '.join(_SNAPSHOT_FIELDS)}; another object was asked for"
                 )
-            for row in self._query(select(fields, sobject)):
+            for row in self._org.query(select(fields, sobject)):
                 yield {"sobject": sobject} | {name: row.get(name) for name in fields}
 
     def confirm_absent(self, keys: Keys) -> dict[str, bool]:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from lethe.errors import InputError, LetheError
-from lethe.keys import b64url, b64url_decode
+from lethe.keys import b64url, b64url_decode, public_jwk
 
 ACCEPTED_ALGS = ("EdDSA", "Ed25519")
 CERTIFICATE_TYPE = "lethe-certificate+jws"
@@ -68,6 +68,11 @@ def _parts(jws: str) -> tuple[dict[str, Any], bytes, bytes, bytes]:
     return header, payload, signature, f"{pieces[0]}.{pieces[1]}".encode("ascii")
 
 
+def header_of(jws: str) -> dict[str, Any]:
+    """The JWS header, after checking the certificate's shape (not its signature)."""
+    return _parts(jws)[0]
+
+
 def verify(jws: str, keys: Mapping[str, Ed25519PublicKey]) -> Verified:
     """Check the signature against the key named by ``kid`` (or the only key)."""
     header, payload, signature, signing_input = _parts(jws)
@@ -76,14 +81,7 @@ def verify(jws: str, keys: Mapping[str, Ed25519PublicKey]) -> Verified:
             f"alg {header.get('alg')!r} is not accepted; lethe signs with EdDSA"
         )
     kid = header.get("kid")
-    if kid in keys:
-        key = keys[kid]
-    elif len(keys) == 1:
-        key = next(iter(keys.values()))
-    else:
-        raise CertificateInvalid(
-            f"no published key has kid {kid!r}; pass the signer's key with --key"
-        )
+    key = _key_for(kid, keys)
     try:
         key.verify(signature, signing_input)
     except InvalidSignature:
@@ -97,6 +95,21 @@ def verify(jws: str, keys: Mapping[str, Ed25519PublicKey]) -> Verified:
     if rfc8785.dumps(body) != payload:
         raise CertificateInvalid("the payload is not in RFC 8785 canonical form")
     return Verified(kid=kid, payload=body)
+
+
+def _key_for(kid: object, keys: Mapping[str, Ed25519PublicKey]) -> Ed25519PublicKey:
+    """The key the header names; a single key given by file must be that key."""
+    if isinstance(kid, str) and kid in keys:
+        return keys[kid]
+    if len(keys) == 1:
+        only = next(iter(keys.values()))
+        if not isinstance(kid, str) or public_jwk(only)["kid"] == kid:
+            return only
+    raise CertificateInvalid(
+        f"the certificate was signed by key {kid}, which is not among the keys "
+        f"given; pass that key ({kid}.pub.pem from the signer's published keys) "
+        "or its jwks.json with --key"
+    )
 
 
 def load_public_key(path: Path) -> dict[str, Ed25519PublicKey]:

@@ -41,6 +41,7 @@ class Request(Redacted, SQLModel, table=True):
     type: str = "erasure"
     regulation: str
     channel: str = "cli"
+    estate: str = ""  # the estate file's name the request was submitted to
     received_at: datetime
     jurisdiction: str = "DE"
     rule_version: str = ""
@@ -101,6 +102,7 @@ class Attempt(Redacted, SQLModel, table=True):
     action: str
     state: str = "started"  # started | submitted | finished | failed
     vendor_job_id: str | None = None
+    called: bool = False  # set before the first external call is made
     runs: int = 1
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

@@ -119,6 +119,7 @@ def resolve(request_id: str, estate: Estate) -> list[SystemStep] | None:
         if request.state == NEEDS_DISAMBIGUATION:
             return None
         request.detail = ""
+        request.estate = request.estate or estate.name
         subjects = _subjects(db, request, estate)
         if subjects is None:
             request.state = NEEDS_DISAMBIGUATION

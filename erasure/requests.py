@@ -68,6 +68,7 @@ def submit(
     channel: str = "cli",
     received_at: datetime | None = None,
     jurisdiction: str | None = None,
+    estate: str = "",
 ) -> Request:
     """Store a new erasure request and return it.
 
@@ -97,6 +98,7 @@ def submit(
                 id=request_id,
                 regulation=regulation,
                 channel=channel,
+                estate=estate,
                 received_at=received,
                 jurisdiction=clock.jurisdiction.code,
                 rule_version=clock.rule_version,
@@ -135,6 +137,19 @@ def mark_unplanned(request_id: str, detail: str) -> None:
     audit.append("request.not_planned", request_id=request_id)
 
 
+def check_estate(requests: Sequence[Request], estate: str) -> None:
+    """Refuse to run requests against an estate other than their own."""
+    foreign = [r.id for r in requests if r.estate and r.estate != estate]
+    if foreign:
+        theirs = sorted({r.estate for r in requests if r.id in foreign})
+        raise InputError(
+            f"request {', '.join(foreign)} belongs to estate {', '.join(theirs)}, but "
+            f"lethe's estate file now names {estate}; point LETHE_ESTATE at that "
+            "estate's file (or `lethe estate up --workdir` its folder and copy its "
+            "estate.yaml into LETHE_HOME)"
+        )
+
+
 def get(request_id: str, db: Session | None = None) -> Request:
     if db is None:
         with ledger.session() as own:
@@ -154,7 +169,8 @@ def get_many(request_ids: Sequence[str]) -> list[Request]:
     missing = [rid for rid, req in zip(request_ids, found, strict=True) if req is None]
     if missing:
         raise NotFoundError(
-            f"no request has id {', '.join(missing)}; `lethe dsr list` shows them"
+            f"no request has id {', '.join(repr(m) for m in missing)}; "
+            "`lethe dsr list` shows them"
         )
     return [req for req in found if req is not None]
 
@@ -188,6 +204,7 @@ def describe(request_id: str) -> dict[str, Any]:
         "type": request.type,
         "regulation": request.regulation,
         "channel": request.channel,
+        "estate": request.estate,
         "state": request.state,
         "detail": request.detail,
         "received_at": _iso(request.received_at),

@@ -31,6 +31,7 @@ class AttemptView:
     state: str
     vendor_job_id: str | None
     runs: int
+    called: bool
 
 
 def idempotency_key(request_id: str, system: str, action: str) -> str:
@@ -64,12 +65,26 @@ def begin_attempt(request_id: str, system: str, action: str) -> AttemptView:
             attempt.runs += 1
         db.add(attempt)
         db.flush()
-        view = AttemptView(key, attempt.state, attempt.vendor_job_id, attempt.runs)
+        view = AttemptView(
+            key, attempt.state, attempt.vendor_job_id, attempt.runs, attempt.called
+        )
     if view.runs == 1 and view.state == "started":
         audit.append(
             "attempt.started", request_id=request_id, system=system, action=action
         )
     return view
+
+
+def mark_calling(request_id: str, system: str, action: str) -> None:
+    """Write, before the first external call, that the system may now act.
+
+    From here on, a re-run that finds nothing knows it may be its own work.
+    """
+    with ledger.session() as db:
+        attempt = db.get(Attempt, idempotency_key(request_id, system, action))
+        assert attempt is not None, "begin_attempt writes the attempt first"
+        attempt.called = True
+        db.add(attempt)
 
 
 def record_job(request_id: str, system: str, action: str, job_id: str) -> None:

@@ -208,13 +208,27 @@ def plan_requests(request_ids: list[str], searched: dict[str, int]) -> list[str]
         ready.append(request_id)
         for step in planned:
             if step.state == NO_DATA and not step.observed:
-                observed: dict[str, object] = {"lineage_copies": 0}
-                if step.system == estate.source:
-                    observed["source_search_matches"] = searched.get(request_id, 0)
-                steps.update_step(
-                    request_id, step.system, observed=observed, action="none"
-                )
+                _settle_no_data(request_id, step.system, searched.get(request_id, 0))
     return ready
+
+
+def _settle_no_data(request_id: str, system: str, source_matches: int) -> None:
+    """A system lineage holds nothing for: say what that rests on.
+
+    Every key downstream comes from a source record or a system's own search,
+    and both were searched live just before planning; so "no data held" is
+    verified by that search and by lineage, not assumed.
+    """
+    steps.update_step(
+        request_id,
+        system,
+        action="none",
+        verified=True,
+        verified_at=utcnow(),
+        observed={"lineage_copies": 0, "source_search_matches": source_matches},
+        detail="no copy in lineage; the live source search found "
+        f"{source_matches} records for the subject",
+    )
 
 
 @task(
@@ -288,6 +302,14 @@ def _act(
     keys: dict[str, list[str]],
 ) -> Outcome:
     attempt = steps.begin_attempt(request_id, system, action)
+    if not attempt.called:
+        missing = _missing_where_lineage_says(connector, keys)
+        if missing is not None:
+            if missing.status == "done":
+                steps.finish_attempt(request_id, system, action)
+                _record(request_id, system, missing)
+            return missing
+        steps.mark_calling(request_id, system, action)
     if isinstance(connector, AsyncConnector):
         return _act_async(connector, system, request_id, action, keys, attempt)
     if not isinstance(connector, SyncConnector):
@@ -301,18 +323,37 @@ def _act(
             retained_until=step.retained_until,
             basis=step.basis,
         )
-    if attempt.runs == 1 and connector.locate(keys).total == 0:
-        return Outcome(
-            status="failed",
-            action="none",
-            detail="lineage lists keys here but the system holds none of "
-            "them: unresolved; check the lineage or the connector "
-            "settings",
-        )
     outcome = connector.erase(keys, idempotency_key=attempt.idempotency_key)
     steps.finish_attempt(request_id, system, action)
     _record(request_id, system, outcome)
     return outcome
+
+
+def _missing_where_lineage_says(
+    connector: Connector, keys: dict[str, list[str]]
+) -> Outcome | None:
+    """Before the first attempt: are the keys lineage named really there?
+
+    None when they are. When none are, the system's documented "not found"
+    (``confirm_absent``) turns that into success, already absent; without such
+    proof it is unresolved, never success (DESIGN: complete means verified).
+    """
+    if connector.locate(keys).total > 0:
+        return None
+    probe = getattr(connector, "confirm_absent", None)
+    if probe is not None and all(probe(keys).values()):
+        return Outcome(
+            status="done",
+            action="already_absent",
+            detail="the system answers 'not found' for every key lineage named",
+            finished_at=utcnow(),
+        )
+    return Outcome(
+        status="failed",
+        action="none",
+        detail="lineage lists keys here but the system holds none of them: "
+        "unresolved; check the lineage or the connector settings",
+    )
 
 
 def _act_async(
@@ -324,7 +365,7 @@ def _act_async(
     attempt: steps.AttemptView,
 ) -> Outcome:
     job_id = attempt.vendor_job_id
-    if job_id is None and attempt.runs > 1:
+    if job_id is None and attempt.called:
         job_id = connector.find_job(keys, idempotency_key=attempt.idempotency_key)
         if job_id:
             steps.record_job(request_id, system, action, job_id)
@@ -422,8 +463,9 @@ def close_requests(request_ids: list[str]) -> dict[str, str]:
 )
 def erase_requests(request_ids: list[str]) -> dict[str, str]:
     """Erase the subjects of these requests everywhere lineage says they are."""
-    get_many(request_ids)  # unknown ids fail before anything runs
     estate = current_estate()
+    # unknown ids, or requests of another estate, fail before anything runs
+    requests.check_estate(get_many(request_ids), estate.name)
     searched = search_systems(request_ids)
     ready = plan_requests(request_ids, searched)
     if ready:

@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lethe.errors import ConfigError
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -42,10 +40,5 @@ class Settings:
 def load_settings() -> Settings:
     home = Path(os.environ.get("LETHE_HOME") or ".lethe").expanduser().absolute()
     url = os.environ.get("LETHE_DATABASE_URL") or f"sqlite:///{home / 'ledger.db'}"
-    if "://" not in url:
-        raise ConfigError(
-            "LETHE_DATABASE_URL is not a database URL; use for example "
-            "sqlite:///path/ledger.db or postgresql://user@host/db"
-        )
     region = (os.environ.get("LETHE_PHONE_REGION") or "US").upper()
     return Settings(home=home, database_url=url, phone_region=region)

@@ -38,6 +38,12 @@ def _trim(value: str) -> str:
 def normalize_email(value: str, *, strip_subaddress: bool = False) -> str:
     """Return the canonical form of an e-mail address or raise InputError."""
     text = _trim(value).casefold()
+    local = text.split("@", 1)[0]
+    if len(text) > 254 or len(local) > 64:
+        raise InputError(
+            "the e-mail address is not valid: it is longer than an address can be "
+            "(254 characters, 64 before the '@')"
+        )
     if not _EMAIL_SHAPE.match(text):
         raise InputError(
             "the e-mail address is not valid: expected one '@' between a "

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from lethe.config import Settings, load_settings
+from lethe.dburl import parse_database_url
 from lethe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,12 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` with lethe's safety settings applied."""
-    try:
-        parsed = make_url(url)
-    except Exception as exc:  # sqlalchemy raises ArgumentError with the URL in it
-        raise ConfigError(
-            "the ledger URL cannot be parsed; check LETHE_DATABASE_URL"
-        ) from exc
+    parsed = parse_database_url(url, setting="LETHE_DATABASE_URL")
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.touch(mode=0o600, exist_ok=True)
         engine = create_engine(
             parsed,
             echo=False,
@@ -52,13 +50,27 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    if parsed.get_backend_name() == "postgresql":
-        return create_engine(
-            parsed, echo=False, hide_parameters=True, pool_pre_ping=True
-        )
-    raise ConfigError(
-        "the ledger supports SQLite and PostgreSQL URLs only; check LETHE_DATABASE_URL"
+    return create_engine(parsed, echo=False, hide_parameters=True, pool_pre_ping=True)
+
+
+def exists(settings: Settings | None = None) -> bool:
+    """Whether the ledger is there already (a SQLite file; a server always is)."""
+    parsed = parse_database_url(
+        (settings or load_settings()).database_url, setting="LETHE_DATABASE_URL"
     )
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return True
+    return Path(parsed.database).exists()
+
+
+def require(settings: Settings | None = None) -> None:
+    """Refuse to read a ledger that is not there, instead of making an empty one."""
+    settings = settings or load_settings()
+    if not exists(settings):
+        raise ConfigError(
+            f"no ledger in {settings.home}: run lethe where its .lethe folder is, "
+            "or set LETHE_HOME (or LETHE_DATABASE_URL)"
+        )
 
 
 def create_schema(engine: Engine) -> None:

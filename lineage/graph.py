@@ -40,6 +40,15 @@ class Holding:
         return self.dataset.split(":", 1)[1]
 
 
+def _how(copy: Copy) -> str:
+    """How lethe learned of a copy, in words for `lineage where`."""
+    if copy.learned_from == "manifest":
+        return f"manifest of {copy.job}"
+    if copy.learned_from == "source":
+        return "source snapshot"
+    return "identity search" if copy.learned_from == "discovery" else copy.job
+
+
 def system_of(dataset: str) -> str:
     return dataset.split(":", 1)[0]
 
@@ -97,7 +106,7 @@ def where(
         holding.key_digests.add(copy.key_digest)
         if vault is not None and copy.key_sealed is not None:
             holding.keys.add(vault.open(db, "lineage", copy.key_sealed))
-        holding.learned_from.add(f"{copy.learned_from} {copy.job}")
+        holding.learned_from.add(_how(copy))
         if holding.last_copied_at is None or copy.copied_at > holding.last_copied_at:
             holding.last_copied_at = copy.copied_at
     _infer_downstream(build_graph(db, estate), holdings)

@@ -41,7 +41,7 @@ def _rows() -> dict[str, int]:
             "e-mail address is not valid",
         ),
         (["dsr", "show", "dsr-doesnotexist"], "no request has id 'dsr-doesnotexist'"),
-        (["dsr", "run", "dsr-doesnotexist"], "no request has id dsr-doesnotexist"),
+        (["dsr", "run", "dsr-doesnotexist"], "no request has id 'dsr-doesnotexist'"),
         (["certificate", "export", "dsr-nope", "--out", "x.jws"], "no request has id"),
         (["dsr", "submit", "--regulation", "gdpr"], "needs an identity"),
         (
@@ -147,11 +147,13 @@ def test_cli_purge_and_resolve_refuse_a_request_in_the_wrong_state(home: Path) -
 
 
 def test_cli_purge_expired_with_nothing_due(home: Path) -> None:
+    _submit("gdpr")
     result = runner.invoke(app, ["dsr", "purge", "--expired"])
     assert result.exit_code == 0 and "purged 0 request(s)" in result.stdout
 
 
 def test_cli_bad_proof_period_is_a_config_error(home: Path, monkeypatch) -> None:
+    _submit("gdpr")
     monkeypatch.setenv("LETHE_PROOF_PERIOD_DAYS", "soon")
     result = runner.invoke(app, ["dsr", "purge", "--expired"])
     assert result.exit_code == 1 and "LETHE_PROOF_PERIOD_DAYS" in result.stderr
@@ -235,3 +237,67 @@ def test_cli_bad_due_within_and_resume_of_a_running_clock(home: Path) -> None:
     assert bad.exit_code == 2 and "--due-within" in bad.stderr
     resumed = runner.invoke(app, ["dsr", "resume", request_id])
     assert resumed.exit_code == 2 and "not paused" in resumed.stderr
+
+
+def test_cli_read_commands_do_not_create_a_ledger(home: Path) -> None:
+    for args in (
+        ["dsr", "list"],
+        ["dsr", "show", "dsr-x"],
+        ["lineage", "where", "--email", "a@b.org"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "no ledger in" in result.stderr, args
+    assert not home.exists()
+
+
+def test_cli_verify_needs_no_home_and_names_the_missing_key(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from erasure.certificate import sign
+    from lethe.keys import KeyRing
+
+    ring = KeyRing.load()
+    kid, key = ring.signing_key()
+    cert = tmp_path / "c.jws"
+    cert.write_text(
+        sign(
+            {"request": {"id": "dsr-1", "regulation": "gdpr", "completed_at": "x"}},
+            kid=kid,
+            key=key,
+        )
+    )
+    old_pem = ring.publish() / f"{kid}.pub.pem"
+    new_kid = ring.rotate()
+    new_pem = ring.publish() / f"{new_kid}.pub.pem"
+    monkeypatch.setenv("LETHE_HOME", str(tmp_path / "empty-home"))
+    wrong = runner.invoke(
+        app, ["certificate", "verify", str(cert), "--key", str(new_pem)]
+    )
+    assert wrong.exit_code == 1 and f"signed by key {kid}" in wrong.stderr
+    right = runner.invoke(
+        app, ["certificate", "verify", str(cert), "--key", str(old_pem)]
+    )
+    assert right.exit_code == 0, right.stderr
+    none = runner.invoke(app, ["certificate", "verify", str(cert)])
+    assert none.exit_code == 2 and "pass the signer's key with --key" in none.stderr
+    assert not (tmp_path / "empty-home").exists()
+
+
+def test_cli_bad_ledger_url_is_one_line(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for url, says in (
+        ("nonsense", "not a database URL"),
+        ("mysql://u@h/db", "SQLite or PostgreSQL"),
+        ("postgresql://nobody@127.0.0.1:1/x", "cannot reach the ledger"),
+    ):
+        monkeypatch.setenv("LETHE_DATABASE_URL", url)
+        from lethe import ledger
+
+        ledger.reset_engines()
+        result = runner.invoke(
+            app, ["dsr", "submit", "--email", "a@example.org", "--regulation", "gdpr"]
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and says in lines[0], url
+        assert "Traceback" not in result.stderr

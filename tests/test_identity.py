@@ -94,3 +94,10 @@ def test_salesforce_15_character_ids_are_case_sensitive() -> None:
 def test_salesforce_id_rejects_a_wrong_checksum() -> None:
     with pytest.raises(InputError, match="do not match"):
         salesforce_id_18("001D000000IRFmaAAA")
+
+
+def test_normalize_email_rejects_addresses_too_long_to_exist() -> None:
+    with pytest.raises(InputError, match="longer than an address can be"):
+        normalize_email("a" * 65 + "@example.org")
+    with pytest.raises(InputError, match="longer than an address can be"):
+        normalize_email("a@" + "b" * 250 + ".org")

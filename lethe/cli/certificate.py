@@ -8,18 +8,14 @@ from typing import Annotated
 import typer
 from sqlmodel import select
 
-from erasure.certificate import (
-    CertificateInvalid,
-    load_public_key,
-)
-from erasure.certificate import (
-    verify as verify_jws,
-)
+from erasure.certificate import CertificateInvalid, header_of, load_public_key
+from erasure.certificate import verify as verify_jws
 from erasure.models import Certificate
 from erasure.requests import get
 from lethe import ledger
-from lethe.cli._common import console, fail, handled, print_json
+from lethe.cli._common import console, fail, handled, needs_ledger, print_json
 from lethe.errors import InputError
+from lethe.keys import KeyRing
 from lethe.runtime import current
 
 app = typer.Typer(
@@ -29,6 +25,7 @@ app = typer.Typer(
 
 @app.command()
 @handled
+@needs_ledger
 def export(
     request_id: Annotated[str, typer.Argument(help="The request id.")],
     out: Annotated[Path, typer.Option(help="File to write the JWS to.")],
@@ -62,11 +59,12 @@ def verify(
     ] = False,
 ) -> None:
     """Check a certificate's signature with lethe's published keys (or --key)."""
+    jws = _read_certificate(file)
     try:
-        jws = file.read_text()
-    except OSError:
-        raise InputError(f"cannot read the certificate file {file}") from None
-    keys = load_public_key(key) if key else current().keys.public_keys()
+        header_of(jws)
+    except CertificateInvalid as exc:
+        fail(f"certificate does NOT verify: {exc}")
+    keys = load_public_key(key) if key else _published_keys()
     try:
         verified = verify_jws(jws, keys)
     except CertificateInvalid as exc:
@@ -80,3 +78,27 @@ def verify(
         f"certificate verifies: request {request['id']} ({request['regulation']}), "
         f"completed {request['completed_at']}, signed by key {verified.kid}"
     )
+
+
+def _read_certificate(file: Path) -> str:
+    if file.is_dir():
+        raise InputError(f"{file} is a folder; give the certificate file")
+    try:
+        return file.read_text(encoding="ascii")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{file} is not a certificate (a compact JWS is ASCII)"
+        ) from None
+    except OSError:
+        raise InputError(f"cannot read the certificate file {file}") from None
+
+
+def _published_keys() -> dict:
+    """The home's public keys, without ever creating keys to verify with."""
+    ring = KeyRing.load()
+    if not ring.exists():
+        raise InputError(
+            f"no lethe keys in {ring.dir}: pass the signer's key with --key "
+            "(signing-key.pub.pem, <kid>.pub.pem or jwks.json)"
+        )
+    return ring.public_keys()

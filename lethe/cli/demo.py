@@ -15,8 +15,11 @@ from typing import Annotated
 
 import typer
 
+from erasure.clocks import REGULATIONS
 from lethe.cli._common import console, handled
 from lethe.config import load_settings
+from lethe.dburl import parse_database_url
+from lethe.errors import InputError
 
 
 @handled
@@ -44,12 +47,28 @@ def demo(
     from lethe.identity import normalize_email
     from lethe.runtime import current
 
+    # Bad input fails before anything is built or changed.
     if email is not None:
-        normalize_email(email)  # a bad address fails before anything is built
-    folder = workdir or Path(tempfile.mkdtemp(prefix="lethe-demo-"))
+        normalize_email(email)
+    if regulation.strip().lower() not in REGULATIONS:
+        raise InputError(
+            f"unknown regulation {regulation!r}: use one of {', '.join(REGULATIONS)}"
+        )
+    if warehouse_url is not None:
+        parse_database_url(warehouse_url, setting="--warehouse-url")
+    if workdir is not None and workdir.exists() and not workdir.is_dir():
+        raise InputError(f"--workdir {workdir} is a file; give a folder")
     settings = load_settings()
+    folder = workdir or Path(tempfile.mkdtemp(prefix="lethe-demo-"))
     console.print(f"[bold]1.[/] building the sample estate in {folder}")
-    built, servers = build(folder, sample_data=sample_data, warehouse_url=warehouse_url)
+    try:
+        built, servers = build(
+            folder, sample_data=sample_data, warehouse_url=warehouse_url
+        )
+    except BaseException:
+        if workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     try:
         console.print(f"   people: {built.origin}; {built.counts}")
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -61,7 +80,10 @@ def demo(
 
         console.print(f"   {capture_lineage()}")
         request = requests.submit(
-            email=email or built.featured_email, regulation=regulation, channel="demo"
+            email=email or built.featured_email,
+            regulation=regulation,
+            channel="demo",
+            estate=built.estate_name,
         )
         console.print(
             f"[bold]3.[/] submitted request {request.id}; running the "

@@ -9,11 +9,13 @@ import typer
 from rich.table import Table
 
 from erasure import requests
-from lethe.cli._common import console, handled, print_json
+from lethe.cli._common import console, handled, needs_ledger, print_json
 from lethe.errors import InputError
 
 app = typer.Typer(
-    help="Data subject requests: submit, run, show, list.", no_args_is_help=True
+    help="Data subject requests: submit, run, show, list, resolve, extend, pause, "
+    "resume, purge.",
+    no_args_is_help=True,
 )
 
 
@@ -39,6 +41,7 @@ def submit(
 ) -> None:
     """Store an erasure request and print its id."""
     request = requests.submit(
+        estate=_estate_name(),
         email=email,
         phone=phone,
         regulation=regulation,
@@ -53,12 +56,16 @@ def submit(
 
 @app.command()
 @handled
+@needs_ledger
 def run(
     request_ids: Annotated[list[str], typer.Argument(help="One or more request ids.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Execute requests: plan from lineage, erase, verify, certify."""
-    requests.get_many(request_ids)  # fail fast, before Prefect starts
+    from flows.estate import current_estate
+
+    # fail fast, before Prefect starts
+    requests.check_estate(requests.get_many(request_ids), current_estate().name)
     from flows.erasure import erase_requests
 
     states = erase_requests(list(request_ids))
@@ -77,6 +84,7 @@ def run(
 
 @app.command()
 @handled
+@needs_ledger
 def resolve(
     request_id: Annotated[str, typer.Argument(help="The request id.")],
     record: Annotated[
@@ -92,6 +100,7 @@ def resolve(
 
 @app.command()
 @handled
+@needs_ledger
 def purge(
     request_id: Annotated[
         str | None, typer.Argument(help="A completed request to purge now.")
@@ -112,6 +121,7 @@ def purge(
 
 @app.command()
 @handled
+@needs_ledger
 def show(
     request_id: Annotated[str, typer.Argument(help="The request id.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -126,6 +136,7 @@ def show(
 
 @app.command("list")
 @handled
+@needs_ledger
 def list_(
     due_within: Annotated[
         str, typer.Option(help="Flag requests due within this long, e.g. 5d.")
@@ -173,6 +184,7 @@ def list_(
 
 @app.command()
 @handled
+@needs_ledger
 def extend(
     request_id: Annotated[str, typer.Argument(help="The request id.")],
     reason: Annotated[str, typer.Option(help="Why, as told to the subject.")],
@@ -191,6 +203,7 @@ def extend(
 
 @app.command()
 @handled
+@needs_ledger
 def pause(
     request_id: Annotated[str, typer.Argument(help="The request id.")],
 ) -> None:
@@ -203,6 +216,7 @@ def pause(
 
 @app.command()
 @handled
+@needs_ledger
 def resume(
     request_id: Annotated[str, typer.Argument(help="The request id.")],
 ) -> None:
@@ -212,6 +226,16 @@ def resume(
     request = timeline.resume(request_id)
     due = request.extended_deadline or request.deadline
     console.print(f"{request.id} resumed: due {due}")
+
+
+def _estate_name() -> str:
+    from flows.estate import current_estate
+    from lethe.errors import ConfigError
+
+    try:
+        return current_estate().name
+    except ConfigError:
+        return ""  # no estate yet: the request takes the one it is first run in
 
 
 def _days(text: str) -> int:

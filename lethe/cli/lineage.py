@@ -9,7 +9,7 @@ from rich.table import Table
 
 import lineage
 from lethe import ledger
-from lethe.cli._common import console, handled, print_json
+from lethe.cli._common import console, handled, needs_ledger, print_json
 from lethe.identity import normalize_email
 from lethe.runtime import current
 
@@ -23,7 +23,9 @@ app = typer.Typer(
 def capture() -> None:
     """Read the estate's flow edges, source records and job manifests."""
     from flows.capture import capture_lineage
+    from flows.estate import current_estate
 
+    current_estate()  # a missing or bad estate file fails before Prefect starts
     counts = capture_lineage()
     console.print(
         f"captured {counts['flow_edges']} new flow edges, "
@@ -34,6 +36,7 @@ def capture() -> None:
 
 @app.command()
 @handled
+@needs_ledger
 def where(
     email: Annotated[str, typer.Option(help="The person's e-mail address.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -28,6 +28,7 @@ from lethe.emulators import sap as sap_emulator
 from lethe.emulators import segment as segment_emulator
 from lethe.errors import ConfigError, InputError
 from lethe.estate import jobs
+from lethe.estate.config import load_estate
 from lethe.estate.people import People, Person, from_sample_data, generate
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Built:
     estate_file: Path
     origin: str
     featured_email: str
+    estate_name: str
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -230,6 +232,7 @@ def build(
         estate_file=path,
         origin=people.origin,
         featured_email=featured,
+        estate_name=settings["name"],
         counts=counts,
     ), servers
 
@@ -332,7 +335,16 @@ def _run_jobs(
 
 
 def load_settings_file(workdir: Path) -> dict[str, Any]:
+    """The estate file of a sample estate's folder, checked before serving it."""
     path = workdir.absolute() / ESTATE_FILE
     if not path.exists():
         raise InputError(f"{workdir} holds no estate; build one with `lethe demo`")
-    return dict(yaml.safe_load(path.read_text()))
+    load_estate(path)  # the shared checks, with their messages
+    settings = dict(yaml.safe_load(path.read_text()))
+    emulator = settings.get("emulator")
+    if not isinstance(emulator, dict) or not isinstance(emulator.get("ports"), dict):
+        raise ConfigError(
+            f"{path} is not a sample estate (no emulator section); only estates "
+            "built by `lethe demo` can be served"
+        )
+    return settings

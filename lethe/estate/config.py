@@ -65,7 +65,7 @@ def load_estate(path: Path) -> Estate:
     if not path.exists():
         raise ConfigError(
             f"no estate file at {path}: run `lethe demo` to build the sample estate, "
-            "or pass --estate FILE"
+            "or set LETHE_ESTATE to an estate file"
         )
     try:
         data = yaml.safe_load(path.read_text())

@@ -38,6 +38,8 @@ from sqlalchemy import (
     select,
 )
 
+from lethe.dburl import parse_database_url
+
 API = "v60.0"
 metadata = MetaData()
 raw_sf_contact = Table(
@@ -134,7 +136,9 @@ def _write_manifest(
 
 
 def create_warehouse(url: str) -> None:
-    metadata.create_all(create_engine(url))
+    engine = create_engine(parse_database_url(url, setting="--warehouse-url"))
+    metadata.create_all(engine)
+    engine.dispose()
 
 
 def nightly_extract(sf: SalesforceAccess, warehouse_url: str, manifests: Path) -> Path:
@@ -159,7 +163,7 @@ def nightly_extract(sf: SalesforceAccess, warehouse_url: str, manifests: Path) -
             "MailingCity, MailingCountry FROM Contact",
         )
     ]
-    engine = create_engine(warehouse_url)
+    engine = create_engine(parse_database_url(warehouse_url, setting="--warehouse-url"))
     with engine.begin() as db:
         db.execute(delete(raw_sf_contact))
         if rows:
