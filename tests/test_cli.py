@@ -301,3 +301,21 @@ def test_cli_bad_ledger_url_is_one_line(
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 1 and len(lines) == 1 and says in lines[0], url
         assert "Traceback" not in result.stderr
+
+
+def _estate_file(home: Path, name: str) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "estate.yaml").write_text(
+        f"name: {name}\nsource: salesforce\nsystems:\n  salesforce: {{kind: salesforce}}\n"
+    )
+
+
+def test_cli_run_refuses_a_request_of_another_estate(home: Path) -> None:
+    _estate_file(home, "estate-a")
+    request_id = _submit("gdpr")
+    assert _show(request_id)["estate"] == "estate-a"
+    _estate_file(home, "estate-b")
+    result = runner.invoke(app, ["dsr", "run", request_id])
+    assert result.exit_code == 2
+    assert "belongs to estate estate-a" in result.stderr and "estate-b" in result.stderr
+    assert _show(request_id)["state"] == "received"
