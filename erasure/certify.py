@@ -24,7 +24,8 @@ from erasure.models import (
 from erasure.requests import get, steps_of
 from lethe import ledger
 from lethe.runtime import current
-from lethe.vault import utcnow
+from lethe.vault import SealedIdentity, utcnow
+from lineage import suppression
 
 CERTIFICATE_VERSION = 1
 
@@ -65,6 +66,8 @@ def payload_for(
             "id": request.id,
             "type": request.type,
             "regulation": request.regulation,
+            "estate": request.estate,
+            "linked_to": request.linked_to,
             "received_at": _iso(request.received_at),
             "deadline": request.deadline.isoformat(),
             "completed_at": _iso(completed_at),
@@ -96,6 +99,36 @@ def payload_for(
         ],
         "lineage": {"digest": request.lineage_digest},
     }
+
+
+ERASED_ACTIONS = ("deleted", "already_absent")
+
+
+def _suppress(request_id: str) -> None:
+    """Put what this request erased on the suppression list (digests only)."""
+    with ledger.session() as db:
+        request = get(request_id, db)
+        erased = {
+            s.system for s in steps_of(db, request.id) if s.action in ERASED_ACTIONS
+        }
+        keys = [
+            row.digest
+            for row in db.exec(
+                select(SealedIdentity).where(
+                    SealedIdentity.request_id == request.id,
+                    SealedIdentity.role == "resolved",
+                )
+            )
+            if row.system in erased
+        ]
+        suppression.suppress(
+            db,
+            request.estate,
+            request.id,
+            systems=erased,
+            subjects=request.subjects,
+            keys=keys,
+        )
 
 
 def close(request_id: str) -> Certificate | None:
@@ -135,6 +168,7 @@ def close(request_id: str) -> Certificate | None:
             "request.incomplete", request_id=request_id, outstanding=outstanding
         )
     else:
+        _suppress(request_id)
         audit.append(
             "certificate.issued",
             request_id=request_id,

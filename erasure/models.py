@@ -59,6 +59,9 @@ class Request(Redacted, SQLModel, table=True):
     completed_at: datetime | None = None
     purged_at: datetime | None = None
     lineage_digest: str | None = None
+    subjects: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    linked_to: str | None = None  # the request whose erasure this one repeats
+    rechecks: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     detail: str = Field(default="", sa_column=Column(Text))
 
 

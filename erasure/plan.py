@@ -72,6 +72,7 @@ def _subjects(db: Session, request: Request, estate: Estate) -> set[str] | None:
     submitted = _digests(db, request.id, "submitted")
     chosen = _digests(db, request.id, "chosen").get("salesforce_id", set())
     by_email = lineage.subjects_for(db, estate.name, submitted.get("email", set()))
+    by_email |= submitted.get("subject", set())  # a re-erasure names records directly
     by_phone = lineage.subjects_for(db, estate.name, submitted.get("phone", set()))
     phone_only = by_phone - by_email
     if chosen:
@@ -135,6 +136,7 @@ def resolve(request_id: str, estate: Estate) -> list[SystemStep] | None:
                 for system in estate.systems
             ]
             request.lineage_digest = lineage_digest(holdings)
+            request.subjects = sorted(subjects)
             request.resolved_at = utcnow()
             request.state = IN_PROGRESS
             db.add(request)

@@ -76,4 +76,10 @@ def purge_expired(now: datetime | None = None) -> list[str]:
                 )
             )
         )
-    return [purge(request_id).id for request_id in due]
+    from erasure.recheck import pending
+
+    ready = []
+    for request_id in due:
+        if not pending(get(request_id)):  # re-checks need the keys: they go first
+            ready.append(purge(request_id).id)
+    return ready

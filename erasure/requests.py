@@ -205,6 +205,8 @@ def describe(request_id: str) -> dict[str, Any]:
         "regulation": request.regulation,
         "channel": request.channel,
         "estate": request.estate,
+        "linked_to": request.linked_to,
+        "rechecks": request.rechecks,
         "state": request.state,
         "detail": request.detail,
         "received_at": _iso(request.received_at),

@@ -12,6 +12,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 import lineage
+from erasure.reopen import reopen
 from flows.estate import connector_for, current_estate, source_records
 from lethe import ledger
 from lethe.errors import InputError
@@ -75,10 +76,45 @@ def _load(path: Path) -> dict:
         raise InputError(f"manifest {path.name} is not readable JSON") from None
 
 
+@task(name="guard-resurrections", **TASK_OPTIONS)
+def guard_resurrections() -> list[str]:
+    """Open a linked re-erasure for every erased subject a capture saw again."""
+    estate = current_estate()
+    with ledger.session() as db:
+        found = lineage.find_resurrections(db, estate.name)
+    by_request: dict[str, list[lineage.Resurrection]] = {}
+    for resurrection in found:
+        by_request.setdefault(resurrection.request_id, []).append(resurrection)
+    opened = []
+    for original, hits in sorted(by_request.items()):
+        reopened = reopen(
+            original, {h.subject_digest for h in hits}, reason="resurrection"
+        )
+        with ledger.session() as db:
+            for hit in hits:
+                lineage.record_alert(db, estate.name, hit, reopened)
+        log.warning(
+            "resurrection: %d new copies of a subject erased by %s (%s); "
+            "re-erasure %s opened",
+            len(hits),
+            original,
+            ", ".join(sorted({h.dataset for h in hits})),
+            reopened,
+        )
+        opened.append(reopened)
+    return opened
+
+
 @flow(name="capture-lineage", log_prints=False, persist_result=False)
 def capture_lineage() -> dict[str, int]:
     """Capture lineage for the estate in LETHE_HOME; returns counts only."""
     edges = load_edges()
     source = snapshot_source()
     copies = read_manifests()
-    return {"flow_edges": edges, "source_copies": source, "manifest_copies": copies}
+    reopened = guard_resurrections()
+    return {
+        "flow_edges": edges,
+        "source_copies": source,
+        "manifest_copies": copies,
+        "reopened_requests": len(reopened),
+    }

@@ -11,13 +11,24 @@ from lineage.capture import (
     load_flow_edges,
     mark_erased,
     record_discovered,
+    record_found_again,
     record_manifest,
     record_source_snapshot,
     subject_digest,
 )
 from lineage.graph import Holding, build_graph, subjects_for, where
+from lineage.suppression import (
+    Resurrection,
+    find_resurrections,
+    record_alert,
+    suppress,
+)
 
 __all__ = [
+    "Resurrection",
+    "find_resurrections",
+    "record_alert",
+    "suppress",
     "CaptureSummary",
     "Holding",
     "SourceRecord",
@@ -26,6 +37,7 @@ __all__ = [
     "load_flow_edges",
     "mark_erased",
     "record_discovered",
+    "record_found_again",
     "record_manifest",
     "record_source_snapshot",
     "subject_digest",

@@ -324,3 +324,40 @@ def record_discovered(
         )
     db.flush()
     return added
+
+
+def record_found_again(
+    db: Session,
+    vault: Vault,
+    estate: str,
+    dataset: str,
+    keys: Iterable[str],
+    *,
+    subject_digest: str,
+) -> int:
+    """Record copies a re-check found where an erasure had removed them.
+
+    No job reported them (a restore, a replay), so they are learned from the
+    re-check itself; a linked re-erasure then finds them through lineage.
+    """
+    lineage_key = vault.lineage_key(db)
+    now = utcnow()
+    added = 0
+    for key in sorted(set(keys)):
+        db.add(
+            Copy(
+                estate=estate,
+                system=system_of(dataset),
+                dataset=dataset,
+                key_digest=key_digest(vault, key),
+                subject_digest=subject_digest,
+                key_sealed=vault.seal(db, lineage_key, key),
+                job="re-check",
+                run_id=f"recheck-{now.isoformat()}",
+                copied_at=now,
+                learned_from="re-check",
+            )
+        )
+        added += 1
+    db.flush()
+    return added

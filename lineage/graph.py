@@ -46,7 +46,9 @@ def _how(copy: Copy) -> str:
         return f"manifest of {copy.job}"
     if copy.learned_from == "source":
         return "source snapshot"
-    return "identity search" if copy.learned_from == "discovery" else copy.job
+    if copy.learned_from == "discovery":
+        return "identity search"
+    return "re-check" if copy.learned_from == "re-check" else copy.job
 
 
 def system_of(dataset: str) -> str:

@@ -82,3 +82,40 @@ class CaptureRun(Redacted, SQLModel, table=True):
     job: str
     captured_at: datetime = Field(default_factory=utcnow)
     copies: int = 0
+
+
+class Suppression(Redacted, SQLModel, table=True):
+    """An erased subject or key, by keyed digest: a new copy of it is an alert.
+
+    Kept after the request's identifiers are purged; a digest names nobody
+    without the digest key.
+    """
+
+    __tablename__ = "suppression"
+    __table_args__ = (UniqueConstraint("estate", "system", "kind", "digest"),)
+    _repr_fields = ("id", "system", "kind", "request_id", "added_at")
+
+    id: int | None = Field(default=None, primary_key=True)
+    estate: str = Field(index=True)
+    system: str  # where the subject was erased (a retained copy is no alarm)
+    kind: str  # "subject" (a source record) or "key" (a key in a dataset)
+    digest: str = Field(index=True)
+    request_id: str = Field(index=True)
+    added_at: datetime = Field(default_factory=utcnow)
+
+
+class Alert(Redacted, SQLModel, table=True):
+    """A copy that came back after an erasure, and the re-erasure it opened."""
+
+    __tablename__ = "alert"
+    _repr_fields = ("id", "kind", "dataset", "request_id", "reopened_request_id")
+
+    id: int | None = Field(default=None, primary_key=True)
+    estate: str = Field(index=True)
+    kind: str = "resurrection"
+    copy_id: int | None = Field(default=None, unique=True)
+    dataset: str
+    request_id: str = Field(index=True)
+    reopened_request_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    detail: str = ""

@@ -27,6 +27,7 @@ def test_purge_expired_shreds_only_requests_past_their_proof_period(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LETHE_PROOF_PERIOD_DAYS", "10")
+    monkeypatch.setenv("LETHE_RECHECK_DAYS", "")
     old, recent = _completed(days_ago=11), _completed(days_ago=2)
     assert purge_expired() == [old]
     vault = current().vault
@@ -40,7 +41,23 @@ def test_purge_expired_shreds_only_requests_past_their_proof_period(
     assert purge_expired() == []
 
 
-def test_purged_ledger_file_holds_no_plaintext(home: Path) -> None:
+def test_purge_waits_for_the_last_recheck(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LETHE_RECHECK_DAYS", "7,30")
+    request_id = _completed(days_ago=100)
+    assert purge_expired() == []  # the re-checks still need its keys
+    with ledger.session() as db:
+        row = db.get(Request, request_id)
+        row.rechecks = {"7": "clean", "30": "clean"}
+        db.add(row)
+    assert purge_expired() == [request_id]
+
+
+def test_purged_ledger_file_holds_no_plaintext(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LETHE_RECHECK_DAYS", "")
     request_id = _completed(days_ago=100)
     assert purge_expired() == [request_id]
     assert b"old@example.org" not in (home / "ledger.db").read_bytes()

@@ -122,6 +122,27 @@ def purge(
 @app.command()
 @handled
 @needs_ledger
+def recheck(
+    now: Annotated[
+        str | None, typer.Option(help="Pretend it is this time (ISO 8601, offset).")
+    ] = None,
+) -> None:
+    """Re-read finished requests whose re-check interval (+7, +30 days) has come."""
+    from flows.recheck import recheck_requests
+
+    results = recheck_requests(now)
+    for request_id, reopened in results.items():
+        if reopened:
+            console.print(f"[red]{request_id}: found again, re-erasure {reopened}[/]")
+        else:
+            console.print(f"{request_id}: clean")
+    if not results:
+        console.print("no re-check is due")
+
+
+@app.command()
+@handled
+@needs_ledger
 def show(
     request_id: Annotated[str, typer.Argument(help="The request id.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

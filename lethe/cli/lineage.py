@@ -32,6 +32,11 @@ def capture() -> None:
         f"{counts['source_copies']} new source records, "
         f"{counts['manifest_copies']} new copies from job manifests"
     )
+    if counts.get("reopened_requests"):
+        console.print(
+            f"[red]ALERT[/]: erased subjects came back; {counts['reopened_requests']} "
+            "linked re-erasure request(s) opened (`lethe dsr list`)"
+        )
 
 
 @app.command()
