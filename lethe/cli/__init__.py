@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lethe.cli import certificate, demo, dsr, estate, keys, lineage
+from lethe.cli import certificate, demo, dsr, estate, keys, lineage, serve
 
 app = typer.Typer(
     help="lethe: erase a person's data everywhere lineage says it went, and prove it.",
@@ -18,6 +18,7 @@ app.add_typer(certificate.app, name="certificate")
 app.add_typer(keys.app, name="keys")
 app.add_typer(estate.app, name="estate")
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -40,6 +40,8 @@ class Estate:
     flows: list[Mapping[str, Any]] = field(default_factory=list)
     manifests: Path | None = None
     policy: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    schedules: Mapping[str, str] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
     def action_for(self, system: str) -> str:
@@ -97,5 +99,7 @@ def load_estate(path: Path) -> Estate:
         flows=list(data.get("flows") or []),
         manifests=Path(manifests) if manifests else None,
         policy=policy,
+        schedules=dict(data.get("schedules") or {}),
+        raw=data,
         path=path,
     )
