@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from erasure import audit
+from erasure import audit, duplicates
 from erasure.certificate import sign
 from erasure.models import (
     COMPLETED,
@@ -54,6 +54,7 @@ def outcome_label(step: SystemStep) -> str:
 
 def payload_for(
     request: Request,
+    intake_ids: list[str],
     steps: list[SystemStep],
     completed_at: datetime,
     certificate_id: str,
@@ -64,6 +65,7 @@ def payload_for(
         "issuer": "lethe",
         "request": {
             "id": request.id,
+            "intake_ids": intake_ids,
             "type": request.type,
             "regulation": request.regulation,
             "estate": request.estate,
@@ -152,7 +154,13 @@ def close(request_id: str) -> Certificate | None:
             certificate_id = f"cert-{uuid.uuid4().hex[:12]}"
             kid, key = runtime.keys.signing_key()
             jws = sign(
-                payload_for(request, steps, completed_at, certificate_id),
+                payload_for(
+                    request,
+                    duplicates.intake_ids(db, request.id),
+                    steps,
+                    completed_at,
+                    certificate_id,
+                ),
                 kid=kid,
                 key=key,
             )

@@ -22,6 +22,8 @@ IN_PROGRESS = "in_progress"
 COMPLETED = "completed"
 INCOMPLETE = "incomplete"  # a system failed or is still awaiting its vendor
 NEEDS_DISAMBIGUATION = "needs_disambiguation"  # an identity matched several people
+DUPLICATE = "duplicate"  # the same person and type, already open: linked, not run
+OPEN_STATES = (RECEIVED, IN_PROGRESS, INCOMPLETE, NEEDS_DISAMBIGUATION)
 
 # Per-system states
 PLANNED = "planned"
@@ -61,6 +63,8 @@ class Request(Redacted, SQLModel, table=True):
     lineage_digest: str | None = None
     subjects: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     linked_to: str | None = None  # the request whose erasure this one repeats
+    duplicate_of: str | None = Field(default=None, index=True)
+    idempotency_key: str | None = Field(default=None, unique=True)
     rechecks: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     detail: str = Field(default="", sa_column=Column(Text))
 

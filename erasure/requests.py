@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from erasure import audit
+from erasure import audit, duplicates
 from erasure.clocks import DEFAULT_JURISDICTION, REGULATIONS, Clock
-from erasure.models import INCOMPLETE, Certificate, Request, SystemStep
+from erasure.models import DUPLICATE, INCOMPLETE, Certificate, Request, SystemStep
 from lethe import ledger
 from lethe.errors import InputError, NotFoundError
 from lethe.identity import normalize_email, normalize_phone
@@ -69,11 +69,14 @@ def submit(
     received_at: datetime | None = None,
     jurisdiction: str | None = None,
     estate: str = "",
+    idempotency_key: str | None = None,
 ) -> Request:
     """Store a new erasure request and return it.
 
     Every input is validated before anything is written; the request, its data
-    key and its sealed identities are then written in one transaction.
+    key and its sealed identities are then written in one transaction. A
+    repeated ``idempotency_key`` returns the request it created; a request for
+    a subject with an open one is stored as its duplicate (erasure/duplicates.py).
     """
     regulation = regulation.strip().lower()
     if regulation not in REGULATIONS:
@@ -88,11 +91,42 @@ def submit(
     )
     vault = runtime.vault
     request_id = new_request_id()
+    digests = [(kind, value, vault.digest(kind, value)) for kind, value in identities]
+    with ledger.session() as db:
+        if idempotency_key is not None:
+            earlier = _by_idempotency_key(
+                db, idempotency_key, digests[0][2], regulation
+            )
+            if earlier is not None:
+                return earlier
+        open_one = duplicates.open_request_for(
+            db,
+            subject_digests=[d for _, _, d in digests],
+            type_="erasure",
+            estate=estate,
+            received=received,
+        )
+        if open_one is not None:
+            duplicate = _duplicate(
+                db,
+                open_one,
+                request_id,
+                regulation,
+                channel,
+                received,
+                idempotency_key,
+                digests,
+            )
+    if open_one is not None:
+        audit.append(
+            "request.duplicate",
+            request_id=request_id,
+            duplicate_of=open_one.id,
+            channel=channel,
+        )
+        return duplicate
     with ledger.session() as db:
         vault.new_data_key(db, scope="request", key_id=request_id)
-        digests = [
-            (kind, value, vault.digest(kind, value)) for kind, value in identities
-        ]
         db.add(
             Request(
                 id=request_id,
@@ -106,6 +140,7 @@ def submit(
                 acknowledge_by=clock.acknowledge_by,
                 subject_digest=digests[0][2],
                 subject_kind=digests[0][0],
+                idempotency_key=idempotency_key,
             )
         )
         for kind, value, digest in digests:
@@ -125,6 +160,88 @@ def submit(
         channel=channel,
     )
     return get(request_id)
+
+
+def _by_idempotency_key(
+    db: Session, key: str, subject_digest: str, regulation: str
+) -> Request | None:
+    found = db.exec(select(Request).where(Request.idempotency_key == key)).first()
+    if found is None:
+        return None
+    if found.subject_digest != subject_digest or found.regulation != regulation:
+        raise InputError(
+            "this Idempotency-Key was already used for a different request; "
+            "use a new key for a new request"
+        )
+    return found
+
+
+def _duplicate(
+    db: Session,
+    open_one: Request,
+    request_id: str,
+    regulation: str,
+    channel: str,
+    received: datetime,
+    idempotency_key: str | None,
+    digests: list[tuple[str, str, str]],
+) -> Request:
+    """Store the intake as a duplicate; the open request runs from the earliest
+    receipt and learns any identity only this intake gave."""
+    duplicate = Request(
+        id=request_id,
+        regulation=regulation,
+        channel=channel,
+        estate=open_one.estate,
+        received_at=received,
+        jurisdiction=open_one.jurisdiction,
+        rule_version=open_one.rule_version,
+        deadline=open_one.deadline,
+        subject_digest=digests[0][2],
+        subject_kind=digests[0][0],
+        state=DUPLICATE,
+        duplicate_of=open_one.id,
+        idempotency_key=idempotency_key,
+    )
+    db.add(duplicate)
+    if received < open_one.received_at and not open_one.pauses:
+        clock = Clock.for_request(open_one.regulation, received, open_one.jurisdiction)
+        open_one.received_at = received
+        open_one.deadline = clock.deadline
+        open_one.acknowledge_by = clock.acknowledge_by
+        db.add(open_one)
+    known = {
+        row.digest
+        for row in db.exec(
+            select(SealedIdentity).where(SealedIdentity.request_id == open_one.id)
+        )
+    }
+    vault = current().vault
+    if open_one.resolved_at is None:
+        for kind, value, digest in digests:
+            if digest not in known:
+                db.add(
+                    SealedIdentity(
+                        request_id=open_one.id,
+                        role="submitted",
+                        kind=kind,
+                        digest=digest,
+                        sealed=vault.seal(db, open_one.id, value),
+                    )
+                )
+    db.flush()
+    return duplicate
+
+
+def canonical_ids(request_ids: Sequence[str]) -> list[str]:
+    """The requests that actually run: duplicates map to their open request."""
+    with ledger.session() as db:
+        found = []
+        for request_id in request_ids:
+            request = duplicates.canonical(db, get(request_id, db))
+            if request.id not in found:
+                found.append(request.id)
+    return found
 
 
 def mark_unplanned(request_id: str, detail: str) -> None:
@@ -206,6 +323,7 @@ def describe(request_id: str) -> dict[str, Any]:
         "channel": request.channel,
         "estate": request.estate,
         "linked_to": request.linked_to,
+        "duplicate_of": request.duplicate_of,
         "rechecks": request.rechecks,
         "state": request.state,
         "detail": request.detail,

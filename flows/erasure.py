@@ -24,7 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import lineage
 from connectors.base import AsyncConnector, Connector, Outcome, SyncConnector
-from erasure import certify, plan, requests, steps
+from erasure import certify, duplicates, plan, requests, steps
 from erasure.models import DONE, FAILED, NEEDS_DISAMBIGUATION, NO_DATA
 from erasure.requests import get_many
 from flows.estate import (
@@ -466,10 +466,16 @@ def erase_requests(request_ids: list[str]) -> dict[str, str]:
     estate = current_estate()
     # unknown ids, or requests of another estate, fail before anything runs
     requests.check_estate(get_many(request_ids), estate.name)
+    asked, request_ids = list(request_ids), requests.canonical_ids(request_ids)
     searched = search_systems(request_ids)
     ready = plan_requests(request_ids, searched)
     if ready:
         step = erase_in_system.with_options(retries=step_retries())
         futures = [step.submit(system, ready) for system in estate.systems]
         wait(futures)
-    return close_requests(request_ids)
+    states = close_requests(request_ids)
+    with ledger.session() as db:
+        return {
+            rid: states[duplicates.canonical(db, requests.get(rid, db)).id]
+            for rid in asked
+        }

@@ -112,7 +112,7 @@ class BrokenLink:
         )
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class PiiContradiction:
     """A column (or, with no column, a node) declared personal and not."""
 
@@ -142,8 +142,9 @@ class DbtImport:
 
     @property
     def findings(self) -> list[str]:
-        found = [*self.broken_links, *self.pii_contradictions]
-        return [finding.describe() for finding in found]
+        return [link.describe() for link in self.broken_links] + [
+            contradiction.describe() for contradiction in self.pii_contradictions
+        ]
 
     @property
     def clean(self) -> bool:
@@ -173,7 +174,9 @@ def import_dbt_manifest(
         edges=len(edges),
         added=added,
         broken_links=tuple(sorted(broken)),
-        pii_contradictions=tuple(sorted(_contradictions(known))),
+        pii_contradictions=tuple(
+            sorted(_contradictions(known), key=lambda c: (c.node, c.column or ""))
+        ),
     )
     log.info(
         "dbt manifest v%d: %d flow edges (%d new), %d broken links, "

@@ -20,10 +20,15 @@ kind (in the order below), then subject, then detail:
 - ``multiple-writers``: one target field is written, through flow edges'
   field maps, from datasets of more than one system. Subject
   ``<dataset>.<field>``.
-- ``foreign-write``: a flow from one system into another writes a field, or
-  into a dataset, owned by a system other than the writer (the write-back of
-  a two-way sync into the other side's domain). Flows inside one system
-  reshape its own copies and never count. Subject ``<job>``.
+- ``foreign-write``: a flow from one system into another writes into a
+  domain owned by a system other than the writer: a dataset that system owns,
+  a field it owns in one of its own datasets, or a field its flows fill with
+  data it owns (``Customer`` copied into ``salesforce:Contact.AccountNumber``
+  makes that field the ERP's there). This is the write-back of a two-way sync
+  into the other side's data. An owned field name elsewhere (an ``email``
+  column the ERP loads into the warehouse) is not the owner's domain, and
+  flows inside one system reshape its own copies and never count. Subject
+  ``<job>``.
 - ``cycle``: a cycle in the dataset graph, such as a two-way sync; erasing one
   side can be undone by the next run of the other. Subject: the datasets
   around it, starting from the smallest name.
@@ -169,26 +174,43 @@ def _multiple_writers(edges: Sequence[FlowEdge]) -> list[Finding]:
 def _foreign_writes(
     edges: Sequence[FlowEdge], owners: Mapping[str, str]
 ) -> list[Finding]:
+    held = _held(edges, owners)
     findings = []
     for edge in edges:
-        writer = system_of(edge.source)
-        if writer == system_of(edge.target):
+        writer, into = system_of(edge.source), system_of(edge.target)
+        if writer == into:
             continue
-        owned = [(edge.target, owners.get(edge.target.lower()))]
-        owned += [
-            (f"{edge.target}.{field}", owners.get(field.lower()))
-            for field in sorted((edge.field_map or {}).values())
+        owner = owners.get(edge.target.lower())
+        claims = [(edge.target, {owner} if owner else set())]
+        for name in sorted((edge.field_map or {}).values()):
+            holders = set(held.get((edge.target, name.lower()), ()))
+            if owners.get(name.lower()) == into:
+                holders.add(into)
+            claims.append((f"{edge.target}.{name}", holders))
+        findings += [
+            Finding(
+                "foreign-write", edge.job, f"{writer} writes {name}, which {owner} owns"
+            )
+            for name, holders in claims
+            for owner in sorted(holders - {writer})
         ]
-        for name, owner in owned:
-            if owner is not None and owner != writer:
-                findings.append(
-                    Finding(
-                        "foreign-write",
-                        edge.job,
-                        f"{writer} writes {name}, which {owner} owns",
-                    )
-                )
     return findings
+
+
+def _held(
+    edges: Sequence[FlowEdge], owners: Mapping[str, str]
+) -> dict[tuple[str, str], set[str]]:
+    """(dataset, field) -> the systems whose owned field a flow copied there."""
+    held: dict[tuple[str, str], set[str]] = {}
+    for edge in edges:
+        writer = system_of(edge.source)
+        for source_name, target_name in (edge.field_map or {}).items():
+            if writer in {
+                owners.get(source_name.lower()),
+                owners.get(target_name.lower()),
+            }:
+                held.setdefault((edge.target, target_name.lower()), set()).add(writer)
+    return held
 
 
 def _cycles(graph: nx.DiGraph, edges: Sequence[FlowEdge]) -> list[Finding]:

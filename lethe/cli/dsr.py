@@ -37,6 +37,10 @@ def submit(
         str | None,
         typer.Option(help="ISO 3166 code of the controller (default DE / US-CA)."),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="A client's retry key: the same key returns the same id."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Store an erasure request and print its id."""
@@ -47,9 +51,14 @@ def submit(
         regulation=regulation,
         received_at=_instant(received_at) if received_at else None,
         jurisdiction=jurisdiction,
+        idempotency_key=idempotency_key,
     )
     if json_out:
         print_json(requests.describe(request.id))
+    elif request.duplicate_of:
+        console.print(
+            f"{request.id} (a duplicate of open request {request.duplicate_of})"
+        )
     else:
         console.print(request.id)
 

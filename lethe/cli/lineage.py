@@ -83,3 +83,16 @@ def where(
             "; ".join(row["learned_from"]),
         )
     console.print(table)
+
+
+def _register() -> None:
+    from lethe.cli.lineage_dbt import import_dbt
+    from lethe.cli.lineage_graph import graph_command
+    from lethe.cli.lineage_lint import lint_command
+
+    app.command("import-dbt")(import_dbt)
+    app.command("lint")(lint_command)
+    app.command("graph")(graph_command)
+
+
+_register()
