@@ -44,6 +44,14 @@ as_postgres "$pg_ctl" -D "$scratch/pg" -l "$scratch/pgsock/server.log" -w \
   -o "-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories=$scratch/pgsock -c fsync=off" \
   start >/dev/null
 
+# --- Graphviz (the lineage graph's svg output is tested when dot exists) ---
+if ! command -v dot >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  say "installing Graphviz (apt-get)"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq graphviz >/dev/null; } \
+    || echo "Graphviz could not be installed; its tests will skip" >&2
+fi
+
 # --- Python ---------------------------------------------------------------
 say "installing lethe and its test tools"
 python3 -m venv .venv
