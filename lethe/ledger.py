@@ -78,7 +78,9 @@ def create_schema(engine: Engine) -> None:
     # The model modules register their tables on SQLModel.metadata when imported.
     import erasure.models  # noqa: F401
     import lethe.vault  # noqa: F401
+    import lineage.apievent_models  # noqa: F401
     import lineage.models  # noqa: F401
+    import lineage.openlineage_models  # noqa: F401
 
     SQLModel.metadata.create_all(engine)
 

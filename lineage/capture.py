@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from lethe.errors import InputError
 from lethe.identity import normalize_email, normalize_phone, salesforce_id_18
 from lethe.vault import Vault, utcnow
+from lineage._ol_aliases import aliases_of
 from lineage.graph import system_of
 from lineage.models import CaptureRun, Copy, FlowEdge, IdentityLink
 
@@ -237,7 +238,8 @@ def mark_erased(
     db: Session, estate: str, key_digests: Iterable[str], datasets: Iterable[str]
 ) -> int:
     """Forget the sealed keys of copies an erasure removed; keep their digests."""
-    digests, names = list(key_digests), list(datasets)
+    digests = list(key_digests)
+    names = sorted(aliases_of(db, estate, datasets))  # a copy may sit under an alias
     if not digests or not names:
         return 0
     now = utcnow()

@@ -16,6 +16,7 @@ import networkx as nx
 from sqlmodel import Session, col, select
 
 from lethe.vault import Vault
+from lineage._ol_aliases import canonical_namer
 from lineage.models import Copy, FlowEdge, IdentityLink
 
 
@@ -56,11 +57,17 @@ def system_of(dataset: str) -> str:
 
 
 def build_graph(db: Session, estate: str) -> nx.DiGraph:
+    """Flow edges between canonical dataset names (aliases merged)."""
+    canonical = canonical_namer(db, estate)
     graph = nx.DiGraph()
     for edge in db.exec(select(FlowEdge).where(FlowEdge.estate == estate)):
-        graph.add_edge(
-            edge.source, edge.target, job=edge.job, passthrough=edge.key_passthrough
-        )
+        source, target = canonical(edge.source), canonical(edge.target)
+        if source == target:
+            continue
+        known = graph.get_edge_data(source, target, default={})
+        if known.get("passthrough") and not edge.key_passthrough:
+            continue  # two jobs on one pair: keep the one that passes keys on
+        graph.add_edge(source, target, job=edge.job, passthrough=edge.key_passthrough)
     return graph
 
 
@@ -101,9 +108,11 @@ def where(
             col(Copy.erased_at).is_(None),
         )
     )
+    canonical = canonical_namer(db, estate)
     for copy in copies:
+        dataset = canonical(copy.dataset)
         holding = holdings.setdefault(
-            copy.dataset, Holding(system=copy.system, dataset=copy.dataset)
+            dataset, Holding(system=system_of(dataset), dataset=dataset)
         )
         holding.key_digests.add(copy.key_digest)
         if vault is not None and copy.key_sealed is not None:

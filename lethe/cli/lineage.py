@@ -88,8 +88,11 @@ def where(
 def _register() -> None:
     from lethe.cli.lineage_dbt import import_dbt
     from lethe.cli.lineage_graph import graph_command
+    from lethe.cli.lineage_import import defects, import_events
     from lethe.cli.lineage_lint import lint_command
 
+    app.command("import")(import_events)
+    app.command("defects")(defects)
     app.command("import-dbt")(import_dbt)
     app.command("lint")(lint_command)
     app.command("graph")(graph_command)
