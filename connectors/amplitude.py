@@ -473,6 +473,7 @@ class AmplitudeConnector:
             job_id=job_id,
             vendor_status="done",
             finished_at=finished_at,
+            dates={"active_scrub_done": scrubbed} if scrubbed else {},
             detail=(
                 f"scrubbed by {scrubbed}; backups cleared (done) in "
                 f"{len(jobs)} job(s); new events would create a new user"

@@ -9,6 +9,8 @@ first two from the environment.
   never need the identity itself.
 - **Signing keys** are Ed25519. Rotation makes a new current key; every earlier
   public key stays in the published JWKS so old certificates keep verifying.
+  ``LETHE_SIGNING_KEY`` (a PKCS#8 PEM) supplies the current signing key from the
+  environment instead (a secrets manager); its public key is published too.
 """
 
 from __future__ import annotations
@@ -78,6 +80,19 @@ def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def _signing_key_from_env() -> Ed25519PrivateKey | None:
+    text = os.environ.get("LETHE_SIGNING_KEY")
+    if not text:
+        return None
+    try:
+        key = serialization.load_pem_private_key(text.encode(), password=None)
+    except ValueError:
+        key = None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError("LETHE_SIGNING_KEY is not an unencrypted Ed25519 PKCS#8 PEM")
+    return key
 
 
 @dataclass
@@ -165,6 +180,9 @@ class KeyRing:
         return kid
 
     def signing_key(self) -> tuple[str, Ed25519PrivateKey]:
+        supplied = _signing_key_from_env()
+        if supplied is not None:
+            return public_jwk(supplied.public_key())["kid"], supplied
         self.ensure()
         kid = (self._signing_dir / "current").read_text().strip()
         data = (self._signing_dir / f"{kid}.pem").read_bytes()
@@ -176,6 +194,9 @@ class KeyRing:
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         """Every signing key's public half, old ones included, by key id."""
         keys: dict[str, Ed25519PublicKey] = {}
+        supplied = _signing_key_from_env()
+        if supplied is not None:
+            keys[public_jwk(supplied.public_key())["kid"]] = supplied.public_key()
         for path in sorted(self._signing_dir.glob("*.pem")):
             private = serialization.load_pem_private_key(path.read_bytes(), None)
             if isinstance(private, Ed25519PrivateKey):
@@ -190,7 +211,7 @@ class KeyRing:
         target = out_dir or self.dir / "public"
         target.mkdir(parents=True, exist_ok=True)
         (target / JWKS_NAME).write_text(json.dumps(self.jwks(), indent=2) + "\n")
-        kid = (self._signing_dir / "current").read_text().strip()
+        kid, _ = self.signing_key()
         (target / PUBLIC_PEM_NAME).write_bytes(public_pem(self.public_keys()[kid]))
         for old_kid, key in self.public_keys().items():
             (target / f"{old_kid}.pub.pem").write_bytes(public_pem(key))

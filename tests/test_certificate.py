@@ -8,6 +8,7 @@ import pytest
 
 from erasure.certificate import CertificateInvalid, load_public_key, sign, verify
 from lethe.config import load_settings
+from lethe.errors import ConfigError
 from lethe.keys import KeyRing, b64url
 
 PAYLOAD = {"request": {"id": "dsr-1", "regulation": "gdpr"}, "systems": [], "n": 1.5}
@@ -84,3 +85,26 @@ def test_certificate_verifies_with_openssl_alone(home: Path, tmp_path: Path) -> 
         ["bash", str(script), str(cert), str(pem)], capture_output=True, text=True
     )
     assert bad.returncode != 0
+
+
+def test_signing_key_supplied_by_environment(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    supplied = Ed25519PrivateKey.generate()
+    pem = supplied.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    monkeypatch.setenv("LETHE_SIGNING_KEY", pem.decode())
+    ring = KeyRing.load()
+    kid, key = ring.signing_key()
+    jws = sign(PAYLOAD, kid=kid, key=key)
+    assert verify(jws, ring.public_keys()).kid == kid
+    assert kid in {k["kid"] for k in ring.jwks()["keys"]}
+    monkeypatch.setenv("LETHE_SIGNING_KEY", "not a key")
+    with pytest.raises(ConfigError, match="LETHE_SIGNING_KEY"):
+        KeyRing.load().signing_key()
