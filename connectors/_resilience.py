@@ -49,6 +49,7 @@ __all__ = [
     "call_with_retries",
     "pacer_for",
     "parse_retry_after",
+    "retry_after_seconds",
     "retry_logger",
 ]
 
@@ -75,6 +76,22 @@ def parse_retry_after(
     if seconds is not None:
         return seconds
     return _date_in(response.headers.get("X-RateLimit-Reset"), moment)
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """``Retry-After`` read as delta-seconds only, or None.
+
+    What the Mixpanel and Amplitude connectors put on their transient errors;
+    unlike ``parse_retry_after`` it reads no HTTP-date and no
+    ``X-RateLimit-Reset``.
+    """
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
 
 
 def _seconds_or_date(value: str | None, now: datetime) -> float | None:

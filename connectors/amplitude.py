@@ -39,13 +39,16 @@ from typing import Any
 
 import httpx
 
+from connectors._http import raise_if_transient, request
+from connectors._resilience import retry_after_seconds
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
-from lethe.errors import ConfigError, ConnectorError, TransientConnectorError
+from lethe.errors import ConfigError, ConnectorError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AmplitudeConnector"]
 
+VENDOR = "Amplitude"
 KEY_KIND = "user_id"
 MAX_IDS = 100
 DELETIONS = "/api/2/deletions/users"
@@ -60,16 +63,6 @@ PROGRESS = {"staging": 0, "submitted": 1, "done": 2}
 class _Project:
     name: str
     auth: httpx.BasicAuth
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _chunks(ids: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -553,17 +546,16 @@ class AmplitudeConnector:
     ) -> Any:
         if paced:
             self._pace(project)
-        try:
-            response = self._client.request(method, path, auth=project.auth, **options)
-        except httpx.TimeoutException:
-            raise TransientConnectorError(
-                f"{self.system}: {operation} timed out; Amplitude may still act on it"
-            ) from None
-        except httpx.TransportError:
-            raise TransientConnectorError(
-                f"{self.system}: {operation} could not reach Amplitude; "
-                "check base_url if this persists"
-            ) from None
+        response = request(
+            self._client,
+            method,
+            path,
+            system=self.system,
+            operation=operation,
+            vendor=VENDOR,
+            auth=project.auth,
+            **options,
+        )
         self._raise_for(response, project, operation)
         try:
             return response.json()
@@ -580,18 +572,9 @@ class AmplitudeConnector:
         if status < 400:
             return
         what = f"{self.system}: {operation} answered {status}"
-        if status == 429:
-            raise TransientConnectorError(
-                f"{what}; rate limited",
-                status=status,
-                retry_after=_retry_after(response),
-            )
-        if status >= 500:
-            raise TransientConnectorError(
-                f"{what}; Amplitude had a server error",
-                status=status,
-                retry_after=_retry_after(response),
-            )
+        raise_if_transient(
+            response, what, vendor=VENDOR, retry_after=retry_after_seconds
+        )
         if status in (401, 403):
             raise ConfigError(
                 f"{what}; check api_key and secret_key of project {project.name!r}"

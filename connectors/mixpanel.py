@@ -33,13 +33,16 @@ from typing import Any
 
 import httpx
 
+from connectors._http import json_object, raise_if_transient, request
+from connectors._resilience import retry_after_seconds
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
-from lethe.errors import ConfigError, ConnectorError, TransientConnectorError
+from lethe.errors import ConfigError, ConnectorError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MixpanelConnector"]
 
+VENDOR = "Mixpanel"
 DATASET = "distinct_id"
 MAX_DISTINCT_IDS = 1999
 DELETIONS = "/data-deletions/v3.0/"
@@ -48,16 +51,6 @@ FAILED_ENDINGS = frozenset({"FAILURE", "REVOKED", "NOT_FOUND", "UNKNOWN"})
 IN_PROGRESS = ("PENDING", "STAGING", "STARTED")
 
 Batch = tuple[str, ...]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _has_vendor_error(response: httpx.Response) -> bool:
@@ -328,47 +321,39 @@ class MixpanelConnector:
         self._pace()
         params = {"token": self._project_token}
         try:
-            response = self._client.request(method, path, params=params, **options)
-        except httpx.TimeoutException:
-            raise TransientConnectorError(
-                f"{self.system}: {operation} timed out; Mixpanel may still act on it"
-            ) from None
-        except httpx.TransportError:
-            raise TransientConnectorError(
-                f"{self.system}: {operation} could not reach Mixpanel; "
-                "check base_url if this persists"
-            ) from None
+            response = request(
+                self._client,
+                method,
+                path,
+                system=self.system,
+                operation=operation,
+                vendor=VENDOR,
+                params=params,
+                **options,
+            )
         finally:
             self._last_call = self._clock()
         self._raise_for(response, operation)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise ConfigError(
-                f"{self.system}: {operation} answered {response.status_code} without "
-                "Mixpanel's JSON; check base_url (it ends in /api/app)"
-            )
-        return body
+        return json_object(
+            response,
+            system=self.system,
+            operation=operation,
+            vendor=VENDOR,
+            hint="check base_url (it ends in /api/app)",
+        )
 
     def _raise_for(self, response: httpx.Response, operation: str) -> None:
         status = response.status_code
         if status < 400:
             return
         what = f"{self.system}: {operation} answered {status}"
-        if status == 429:
-            raise TransientConnectorError(
-                f"{what}; rate limited (1 request per second per project)",
-                status=status,
-                retry_after=_retry_after(response),
-            )
-        if status >= 500:
-            raise TransientConnectorError(
-                f"{what}; Mixpanel had a server error",
-                status=status,
-                retry_after=_retry_after(response),
-            )
+        raise_if_transient(
+            response,
+            what,
+            vendor=VENDOR,
+            retry_after=retry_after_seconds,
+            rate_limited="rate limited (1 request per second per project)",
+        )
         if status in (401, 403):
             raise ConfigError(
                 f"{what}; check gdpr_token (a GDPR OAuth token, valid for one "

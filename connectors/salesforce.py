@@ -25,7 +25,9 @@ Every call is paced and its 429s, 5xx and timeouts retried (``_resilience``,
 through ``_salesforce_http.OrgSession``); creating a Bulk job, which cannot
 simply be repeated, adopts the job a lost attempt filed (``_salesforce_bulk``).
 The session comes from the client credentials or the JWT bearer flow
-(``_salesforce_auth``).
+(``_salesforce_auth``). For lineage, ``api_events`` reads the org's ApiEvent
+log (which user read which record ids) past a watermark
+(``_salesforce_events``).
 
 Ids are compared in their 18-character form (15-character ids are extended
 with their checksum, never lower-cased); SOQL literals are escaped, and IN
@@ -52,6 +54,7 @@ import phonenumbers
 from connectors._resilience import Pacer, RetryPolicy, pacer_for
 from connectors._salesforce_auth import build_grant
 from connectors._salesforce_bulk import NOT_FINAL, RUNNING, BulkJobs, vendor_time
+from connectors._salesforce_events import api_events
 from connectors._salesforce_http import OrgSession, error_code, failure
 from connectors._salesforce_individuals import (
     PEOPLE,
@@ -247,6 +250,19 @@ class SalesforceConnector:
                 )
             for row in self._org.query(select(fields, sobject)):
                 yield {"sobject": sobject} | {name: row.get(name) for name in fields}
+
+    def api_events(
+        self, since: str | None, *, after: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """ApiEvent rows newer than a watermark, oldest first (lineage's input).
+
+        ``since`` is the last captured ``EventDate`` (None: from the start of
+        the store) and ``after`` the ``EventIdentifier`` captured last at that
+        date; without it every event at ``since`` counts as seen. Each row has
+        ``_salesforce_events.API_EVENT_FIELDS``; the query text is left out.
+        The org needs Event Monitoring, or the query answers INVALID_TYPE.
+        """
+        return api_events(self._org, since, after)
 
     def confirm_absent(self, keys: Keys) -> dict[str, bool]:
         """For each id as given, whether the org says it holds no live record.

@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from connectors._http import json_object, raise_if_transient, request
 from connectors._resilience import (
     Pacer,
     RetryPolicy,
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SegmentConnector"]
 
+VENDOR = "Segment"
 REGULATION_TYPE = "SUPPRESS_WITH_DELETE"
 MAX_SUBJECT_IDS = 5000
 LIST_PAGE = 100
@@ -497,39 +499,28 @@ class SegmentConnector:
             on_retry=retry_logger(logger, self.system, operation),
         )
         self._raise_for(response, path, operation)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise ConfigError(
-                f"{self.system}: {operation} answered {response.status_code} without "
-                "Segment's JSON; check base_url"
-            )
-        return body
+        return json_object(
+            response, system=self.system, operation=operation, vendor=VENDOR
+        )
 
     def _attempt(
         self, method: str, path: str, operation: str, **options: Any
     ) -> httpx.Response:
-        try:
-            response = self._client.request(method, path, **options)
-        except httpx.TimeoutException:
-            raise TransientConnectorError(
-                f"{self.system}: {operation} timed out; Segment may still act on it"
-            ) from None
-        except httpx.TransportError:
-            raise TransientConnectorError(
-                f"{self.system}: {operation} could not reach Segment; "
-                "check base_url if this persists"
-            ) from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            why = "rate limited" if status == 429 else "Segment had a server error"
-            raise TransientConnectorError(
-                f"{self.system}: {operation} answered {status}; {why}",
-                status=status,
-                retry_after=parse_retry_after(response),
-            )
+        response = request(
+            self._client,
+            method,
+            path,
+            system=self.system,
+            operation=operation,
+            vendor=VENDOR,
+            **options,
+        )
+        raise_if_transient(
+            response,
+            f"{self.system}: {operation} answered {response.status_code}",
+            vendor=VENDOR,
+            retry_after=parse_retry_after,
+        )
         return response
 
     def _raise_for(self, response: httpx.Response, path: str, operation: str) -> None:

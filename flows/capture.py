@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 import lineage
 from erasure.reopen import reopen
+from flows.capture_apievents import capture_api_events
 from flows.estate import connector_for, current_estate, source_records
 from lethe import ledger
 from lethe.errors import InputError
@@ -111,10 +112,12 @@ def capture_lineage() -> dict[str, int]:
     edges = load_edges()
     source = snapshot_source()
     copies = read_manifests()
+    apievent_copies = capture_api_events()
     reopened = guard_resurrections()
     return {
         "flow_edges": edges,
         "source_copies": source,
         "manifest_copies": copies,
+        "apievent_copies": apievent_copies,
         "reopened_requests": len(reopened),
     }

@@ -61,7 +61,6 @@ from lineage.models import Copy
 log = logging.getLogger(__name__)
 
 LEARNED_FROM = "apievent"
-RECORDS_LIMIT = 250_000
 _ID_IN_TEXT = re.compile(r'"Id"\s*:\s*"([A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?)"')
 _CHUNK = 500
 
@@ -71,8 +70,9 @@ class RecordsDefect:
     """An event whose ``Records`` does not name every row it returned.
 
     ``kind`` is ``truncated`` (not whole JSON: cut, as at 250,000 characters),
-    ``short`` (whole, but fewer ids than ``RowsReturned``) or ``missing`` (no
-    ``Records`` although rows were returned).
+    ``unrecognised`` (whole JSON, but not the shape read here: check the org's),
+    ``short`` (the shape, but fewer ids than ``RowsReturned``) or ``missing``
+    (no ``Records`` although rows were returned).
     """
 
     event_identifier: str
@@ -133,7 +133,7 @@ def record_api_events(
     """Record the copies ApiEvent rows past the watermark show; move it on."""
     readers = _checked(attribution)
     row = _watermark_row(db, estate, source)
-    mark = None if row is None else _order(row.event_date, row.event_identifier)
+    mark = None if row is None else _event_key(row.event_date, row.event_identifier)
     fresh, skipped = _past(events, mark)
     reads: list[_Read] = []
     unattributed: Counter[str] = Counter()
@@ -181,8 +181,8 @@ def record_ids(event: Mapping[str, Any]) -> tuple[list[str], RecordsDefect | Non
     """The 18-character ids an event's ``Records`` names, and its defect if any.
 
     The shape read is the emulator's (``{"records": [{"Id": ...}]}``); the real
-    one must be checked in an org. A ``Records`` that is not whole JSON still
-    gives up the ids written out in full before the cut.
+    one must be checked in an org. A ``Records`` that is cut, or in another
+    shape, still gives up every ``"Id": "..."`` written out in full.
     """
     text = event.get("Records") or ""
     returned = int(float(event.get("RowsReturned") or 0))
@@ -195,7 +195,7 @@ def record_ids(event: Mapping[str, Any]) -> tuple[list[str], RecordsDefect | Non
     if isinstance(rows, list):
         raw = [str(r["Id"]) for r in rows if isinstance(r, dict) and r.get("Id")]
     else:
-        raw, kind = _ID_IN_TEXT.findall(text), kind or "truncated"
+        raw, kind = _ID_IN_TEXT.findall(text), kind or "unrecognised"
     ids = list(dict.fromkeys(_valid_ids(raw)))
     missing = max(returned - len(ids), 0)
     if kind is None and missing:
@@ -239,7 +239,7 @@ def _attribute(
     return pipeline or username, None
 
 
-def _order(event_date: Any, identifier: Any) -> tuple[datetime, str]:
+def _event_key(event_date: Any, identifier: Any) -> tuple[datetime, str]:
     moment = None
     if isinstance(event_date, str) and event_date:
         try:
@@ -261,7 +261,7 @@ def _past(
     fresh: dict[str, tuple[datetime, str, Mapping[str, Any]]] = {}
     skipped = 0
     for event in events:
-        moment, identifier = _order(
+        moment, identifier = _event_key(
             event.get("EventDate"), event.get("EventIdentifier")
         )
         if (mark is not None and (moment, identifier) <= mark) or identifier in fresh:

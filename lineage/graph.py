@@ -49,6 +49,8 @@ def _how(copy: Copy) -> str:
         return "source snapshot"
     if copy.learned_from == "discovery":
         return "identity search"
+    if copy.learned_from == "apievent":
+        return f"ApiEvent read by {copy.job}"
     return "re-check" if copy.learned_from == "re-check" else copy.job
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlmodel import select
 
 from connectors.salesforce import SalesforceConnector
+from lethe.estate.jobs import device_id
 from erasure import requests
 from erasure.certificate import CertificateInvalid, verify
 from erasure.models import Certificate
@@ -67,7 +68,9 @@ def _others_fingerprint(e: Estate) -> dict[str, object]:
     sap.close()
     events = sqlite3.connect(e.workdir / "analytics.db")
     rows = events.execute(
-        "SELECT * FROM events WHERE user_id IS NOT ? ORDER BY message_id", (e.user_id,)
+        "SELECT * FROM events WHERE user_id IS NOT ? AND anonymous_id IS NOT ? "
+        "ORDER BY message_id",
+        (e.user_id, device_id(e.contact_id)),
     ).fetchall()
     events.close()
     engine = create_engine(e.settings["systems"]["warehouse"]["url"])
@@ -207,6 +210,8 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     # Analytics: the regulation finished and the events are gone.
     segment = SegmentStore(e.workdir / "analytics.db")
     assert segment.events_for(e.user_id) == 0
+    assert segment.events_for_anonymous(device_id(e.contact_id)) == 0
+    assert systems["analytics"]["keys_found"] == 2  # userId and anonymousId
     mine = [r for r in segment.regulations() if e.user_id in r["subjects"]]
     assert [r["status"] for r in mine] == ["FINISHED"]
     segment.close()
@@ -298,7 +303,7 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     warehouse = e.settings["systems"]["warehouse"]["url"]
     if warehouse.startswith("sqlite:///"):
         home_files.append(Path(warehouse.removeprefix("sqlite:///")))
-    raw_keys = [e.contact_id, e.partner_id, e.user_id]
+    raw_keys = [e.contact_id, e.partner_id, e.user_id, device_id(e.contact_id)]
     for path in [*prefect_files, *home_files]:
         data = path.read_bytes()
         for form in _forms(e.canary.email):

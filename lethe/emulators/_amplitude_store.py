@@ -15,17 +15,14 @@ a job keeps its schedule across a restart.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
+
+from lethe.emulators._jobstore import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -90,32 +87,15 @@ class Member:
     user_id: str | None
 
 
-class AmplitudeStore:
+class AmplitudeStore(JobStore):
     """Users, events and deletion jobs of every project in one organisation."""
 
-    def __init__(
-        self, path: Path | None = None, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else str(path), check_same_thread=False
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.executescript(_SCHEMA)
-        self.clock = clock
+    _schema = _SCHEMA
+    # reset forgets every user, event and job (Amplitude IDs are never reused)
+    _tables = ("users", "events", "jobs", "job_members")
 
     def today(self) -> date:
         return datetime.fromtimestamp(self.clock(), UTC).date()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def reset(self) -> None:
-        """Forget every user, event and job (Amplitude IDs are never reused)."""
-        with self._lock, self._db:
-            for table in ("users", "events", "jobs", "job_members"):
-                self._db.execute(f"DELETE FROM {table}")  # noqa: S608
 
     # -- users and events --------------------------------------------------
 
@@ -177,17 +157,10 @@ class AmplitudeStore:
 
     def checksum(self) -> str:
         """sha256 over every user and event in id order, to compare before/after."""
-        digest = hashlib.sha256()
-        with self._lock:
-            self._advance()
-            for sql in (
-                "SELECT * FROM users ORDER BY amplitude_id",
-                "SELECT * FROM events ORDER BY seq",
-            ):
-                for row in self._db.execute(sql):
-                    digest.update(json.dumps(list(row), default=str).encode())
-                    digest.update(b"\n")
-        return digest.hexdigest()
+        return self._checksum(
+            "SELECT * FROM users ORDER BY amplitude_id",
+            "SELECT * FROM events ORDER BY seq",
+        )
 
     def search(self, project: str, term: str) -> tuple[str, list[dict[str, Any]]]:
         """User Search: by user_id or device_id, or by Amplitude ID if numeric."""
@@ -420,8 +393,3 @@ class AmplitudeStore:
             (project, day),
         )
         logger.debug("deletion job scrubbed %d user(s)", len(ids))
-
-    def _scalar(self, sql: str, params: Sequence[Any]) -> int:
-        with self._lock:
-            self._advance()
-            return int(self._db.execute(sql, params).fetchone()[0])

@@ -10,17 +10,20 @@ distinct_id, in that task's project only).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sqlite3
-import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import cached_property
 from typing import Any, Literal
+
+from lethe.emulators._jobstore import (
+    JobStore,
+    PlannedOutcomeQueue,
+    take_planned_outcome,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +80,13 @@ def iso_naive(epoch: float) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-class PlannedOutcomes:
+class PlannedOutcomes(PlannedOutcomeQueue):
     """Endings planned for the next deletion tasks created, one each, in order.
 
     Without one, a task ends SUCCESS. A planned FAILURE, REVOKED, NOT_FOUND or
     UNKNOWN ends the task at the moment it would otherwise have succeeded, and
     nothing is deleted.
     """
-
-    def __init__(self, store: MixpanelStore) -> None:
-        self._store = store
 
     def add(self, status: str) -> None:
         if status not in ENDINGS:
@@ -95,48 +95,17 @@ class PlannedOutcomes:
             "INSERT INTO planned_outcomes (status) VALUES (?)", (status,)
         )
 
-    def clear(self) -> None:
-        self._store._execute("DELETE FROM planned_outcomes", ())
 
-    def pending(self) -> int:
-        return self._store._scalar("SELECT count(*) FROM planned_outcomes", ())
-
-
-class MixpanelStore:
+class MixpanelStore(JobStore):
     """Events, profiles and deletion tasks of every emulated project."""
 
-    def __init__(
-        self, path: Path | None = None, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else str(path), check_same_thread=False
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.executescript(_SCHEMA)
-        self.clock = clock
-        self.outcomes = PlannedOutcomes(self)
+    _schema = _SCHEMA
+    # reset forgets every event, profile, deletion task and planned outcome
+    _tables = ("events", "profiles", "deletions", "planned_outcomes")
 
-    # -- low level ---------------------------------------------------------
-
-    def _execute(self, sql: str, params: Sequence[Any]) -> None:
-        with self._lock, self._db:
-            self._db.execute(sql, params)
-
-    def _scalar(self, sql: str, params: Sequence[Any]) -> int:
-        with self._lock:
-            self._advance()
-            return int(self._db.execute(sql, params).fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def reset(self) -> None:
-        """Forget every event, profile, deletion task and planned outcome."""
-        with self._lock, self._db:
-            for table in ("events", "profiles", "deletions", "planned_outcomes"):
-                self._db.execute(f"DELETE FROM {table}")  # noqa: S608
+    @cached_property
+    def outcomes(self) -> PlannedOutcomes:
+        return PlannedOutcomes(self)
 
     # -- events and profiles ----------------------------------------------
 
@@ -203,18 +172,11 @@ class MixpanelStore:
 
     def checksum(self) -> str:
         """sha256 over every event and profile, to compare before and after."""
-        digest = hashlib.sha256()
-        with self._lock:
-            self._advance()
-            for sql in (
-                "SELECT project_token, distinct_id, insert_id, event, time, "
-                "properties FROM events ORDER BY project_token, insert_id",
-                "SELECT * FROM profiles ORDER BY project_token, distinct_id",
-            ):
-                for row in self._db.execute(sql):
-                    digest.update(json.dumps(list(row), default=str).encode())
-                    digest.update(b"\n")
-        return digest.hexdigest()
+        return self._checksum(
+            "SELECT project_token, distinct_id, insert_id, event, time, "
+            "properties FROM events ORDER BY project_token, insert_id",
+            "SELECT * FROM profiles ORDER BY project_token, distinct_id",
+        )
 
     # -- deletion tasks ---------------------------------------------------
 
@@ -256,13 +218,8 @@ class MixpanelStore:
         return task
 
     def _take_planned_outcome(self) -> str:
-        row = self._db.execute(
-            "SELECT seq, status FROM planned_outcomes ORDER BY seq LIMIT 1"
-        ).fetchone()
-        if row is None:
-            return "SUCCESS"
-        self._db.execute("DELETE FROM planned_outcomes WHERE seq = ?", (row["seq"],))
-        return str(row["status"])
+        row = take_planned_outcome(self._db, "status")
+        return "SUCCESS" if row is None else str(row["status"])
 
     def deletion(self, project_token: str, tracking_id: str) -> dict[str, Any] | None:
         """One of the project's deletion tasks, or None."""

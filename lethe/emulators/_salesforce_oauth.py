@@ -3,8 +3,12 @@ bearer flow, answering as ``POST /services/oauth2/token`` does.
 
 Both grants return the same token answer (``access_token``, ``signature``,
 ``scope``, ``instance_url``, ``id``, ``token_type``, ``issued_at``; no refresh
-token). Refusals are HTTP 400 ``{"error", "error_description"}`` with the
-descriptions a real org is reported to give (vendor-apis.md §1.1):
+token). Each client id (and the JWT consumer key) is its own connected app
+running as its own integration user: the session records both, and ``id`` ends
+in that user's id, so ApiEvent can say who read what (``_salesforce_sessions``).
+
+Refusals are HTTP 400 ``{"error", "error_description"}`` with the descriptions
+a real org is reported to give (vendor-apis.md §1.1):
 
 - the JWT is not three base64url parts, its header is not ``alg`` RS256, or the
   signature does not verify against the app's certificate: ``invalid_grant`` /
@@ -29,9 +33,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -43,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from lethe.emulators._salesforce_schema import make_id
 from lethe.emulators._salesforce_store import SalesforceStore
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -61,10 +67,26 @@ class JwtApp:
 
 @dataclass(frozen=True)
 class TokenSettings:
-    client_id: str
-    client_secret: str
+    """``clients``: client id → (client secret, run-as username)."""
+
+    clients: Mapping[str, tuple[str, str]]
     clock: Callable[[], float]
     jwt: JwtApp | None = None
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """Who a granted token is for: the run-as user, its app, the app's secret."""
+
+    username: str
+    app_id: str
+    secret: str
+
+
+def connected_app_id(consumer_key: str) -> str:
+    """A stable 0H4 (connected application) id for a consumer key."""
+    number = int.from_bytes(hashlib.sha256(consumer_key.encode()).digest()[:4], "big")
+    return make_id("0H4", number)
 
 
 class _Refused(Exception):
@@ -94,14 +116,14 @@ def install_oauth(
         grant = form.get("grant_type")
         try:
             if grant == "client_credentials":
-                _check_client(form, settings)
+                granted = _check_client(form, settings)
             elif grant == JWT_BEARER:
-                _check_assertion(form.get("assertion", ""), settings)
+                granted = _check_assertion(form.get("assertion", ""), settings)
             else:
                 raise _Refused("unsupported_grant_type", "grant type not supported")
         except _Refused as refused:
             return _oauth_error(refused.error, refused.description)
-        return JSONResponse(_token_answer(request, store, settings))
+        return JSONResponse(_token_answer(request, store, settings, granted))
 
     @app.post("/services/oauth2/revoke")
     async def revoke(request: Request) -> Response:
@@ -110,14 +132,15 @@ def install_oauth(
         return Response(status_code=200)
 
 
-def _check_client(form: dict[str, str], settings: TokenSettings) -> None:
-    given = (form.get("client_id", ""), form.get("client_secret", ""))
-    expected = (settings.client_id, settings.client_secret)
-    if not all(hmac.compare_digest(a, b) for a, b in zip(given, expected, strict=True)):
+def _check_client(form: dict[str, str], settings: TokenSettings) -> _Grant:
+    client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+    expected = settings.clients.get(client_id)
+    if expected is None or not hmac.compare_digest(secret, expected[0]):
         raise _Refused("invalid_client", "invalid client credentials")
+    return _Grant(expected[1], connected_app_id(client_id), expected[0])
 
 
-def _check_assertion(assertion: str, settings: TokenSettings) -> None:
+def _check_assertion(assertion: str, settings: TokenSettings) -> _Grant:
     """Refuse the JWT unless signature, issuer, audience, expiry and user hold."""
     invalid = _Refused("invalid_grant", "invalid assertion")
     parts = assertion.split(".")
@@ -139,6 +162,8 @@ def _check_assertion(assertion: str, settings: TokenSettings) -> None:
     _check_expiry(claims.get("exp"), settings.clock(), app.max_lifetime)
     if str(claims.get("sub", "")).lower() != app.username.lower():
         raise _Refused("invalid_grant", "user hasn't approved this consumer")
+    secret = next(iter(settings.clients.values()))[0]
+    return _Grant(app.username, connected_app_id(app.consumer_key), secret)
 
 
 def _check_expiry(exp: Any, now: float, max_lifetime: float) -> None:
@@ -174,16 +199,16 @@ def _json_part(part: str) -> dict[str, Any] | None:
 
 
 def _token_answer(
-    request: Request, store: SalesforceStore, settings: TokenSettings
+    request: Request, store: SalesforceStore, settings: TokenSettings, granted: _Grant
 ) -> dict[str, str]:
     base = str(request.base_url).rstrip("/")
-    identity = f"{base}/id/{store.org_id}/{store.user_id}"
+    identity = f"{base}/id/{store.org_id}/{store.user(granted.username)}"
     issued_at = str(int(settings.clock() * 1000))
-    mac = hmac.new(
-        settings.client_secret.encode(), (identity + issued_at).encode(), "sha256"
-    )
+    mac = hmac.new(granted.secret.encode(), (identity + issued_at).encode(), "sha256")
     return {
-        "access_token": store.issue_token(),
+        "access_token": store.issue_token(
+            username=granted.username, app_id=granted.app_id
+        ),
         "signature": base64.b64encode(mac.digest()).decode(),
         "scope": "api",
         "instance_url": base,

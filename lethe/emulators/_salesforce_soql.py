@@ -2,7 +2,12 @@
 
 Conditions are ``=``, ``!=``/``<>``, ``IN``, ``NOT IN`` and ``LIKE`` on string,
 id, boolean, number and ``null`` literals, joined by ``AND`` or ``OR`` (mixing
-the two needs parentheses, as in SOQL) and negated by ``NOT``. Keywords and
+the two needs parentheses, as in SOQL) and negated by ``NOT``. Date and
+datetime fields also take ``<``, ``<=``, ``>`` and ``>=`` (and ``=``) against an
+unquoted date (``2026-01-31``) or datetime literal (``2026-01-31T08:00:00Z``,
+``...+01:00``, optionally with milliseconds), which is what
+``SELECT ... FROM ApiEvent WHERE EventDate > ...`` needs; range operators on
+other kinds of field are left out. Keywords and
 field names are case-insensitive; text compares case-insensitively and ids by
 their 18-character form, the way the real org does. String literals take
 SOQL's backslash escapes. Errors carry the org's codes: MALFORMED_QUERY,
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from lethe.emulators._salesforce_schema import SalesforceError, normal_id
@@ -24,6 +30,7 @@ _KEYWORDS = frozenset(
 _TOKEN = re.compile(
     r"""(?P<space>\s+)
     |(?P<str>'(?:[^'\\]|\\.)*')
+    |(?P<dt>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:\d{2}))?)
     |(?P<num>-?\d+(?:\.\d+)?)
     |(?P<op>!=|<>|<=|>=|=|<|>)
     |(?P<punct>[(),])
@@ -34,6 +41,7 @@ _ESCAPES = {"'": "'", '"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
 _ESCAPES |= {"b": "\b", "f": "\f"}
 _MAX_SOQL = 100_000
 _MAX_WHERE_STRING = 4_000
+_RANGE = ("<", "<=", ">", ">=")
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class _Tok:
 
 @dataclass(frozen=True)
 class _Literal:
-    value: str | float | bool | None
+    value: str | float | bool | datetime | None
     raw: str = ""  # the quoted source of a string, for LIKE's own escapes
 
 
@@ -210,10 +218,8 @@ class _Parser:
         tok = self._peek()
         if tok is None or tok.kind != "op":
             self._fail()
-        if tok.text not in ("=", "!=", "<>"):  # type: ignore[union-attr]
-            self._fail("this emulator supports =, !=, <>, IN, NOT IN and LIKE only")
         self.i += 1
-        op = "=" if tok.text == "=" else "!="  # type: ignore[union-attr]
+        op = {"<>": "!="}.get(tok.text, tok.text)  # type: ignore[union-attr]
         return ("cmp", name, op, [self._value()], pos)
 
     def _values(self) -> list[_Literal]:
@@ -238,12 +244,20 @@ class _Parser:
             return _Literal(text, tok.text)  # type: ignore[union-attr]
         if tok.kind == "num":  # type: ignore[union-attr]
             return _Literal(float(tok.text))  # type: ignore[union-attr]
+        if tok.kind == "dt":  # type: ignore[union-attr]
+            return _Literal(instant(tok.text))  # type: ignore[union-attr]
         word = tok.text.upper()  # type: ignore[union-attr]
         if word in ("TRUE", "FALSE", "NULL"):
             return _Literal({"TRUE": True, "FALSE": False, "NULL": None}[word])
         self.i -= 1
         self._fail()
         raise AssertionError  # unreachable
+
+
+def instant(text: str) -> datetime:
+    """A date or datetime as the org writes it (``...+0000``, ``Z``), in UTC."""
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def parse_soql(text: str) -> Soql:
@@ -296,6 +310,8 @@ class Resolved:
 
     def _coerce(self, name: str, kind: str, op: str, literal: _Literal) -> Any:
         value = literal.value
+        if op in _RANGE or isinstance(value, datetime):
+            return _moment(name, kind, op, value)
         if op == "like":
             if kind != "text" or not isinstance(value, str):
                 raise SalesforceError(
@@ -335,9 +351,39 @@ class Resolved:
         return self.where is None or _eval(self.where, record)
 
 
+def _moment(name: str, kind: str, op: str, value: Any) -> datetime:
+    """A date literal checked against its field (range operators need one)."""
+    if kind != "date":
+        why = f"invalid operator on field '{name}': {op} (the emulator compares "
+        raise SalesforceError(
+            400, "INVALID_FIELD", why + "dates only, with <, <=, > and >=)"
+        )
+    if not isinstance(value, datetime):
+        raise SalesforceError(
+            400,
+            "INVALID_FIELD",
+            f"value of filter criterion for field '{name}' must be of type date "
+            "and should not be enclosed in quotes",
+        )
+    return value
+
+
+def _later(actual: Any, op: str, expected: datetime) -> bool:
+    if not isinstance(actual, str) or not actual:
+        return False
+    moment = instant(actual)
+    if op == "<":
+        return moment < expected
+    if op == "<=":
+        return moment <= expected
+    return moment > expected if op == ">" else moment >= expected
+
+
 def _equal(actual: Any, expected: Any, kind: str) -> bool:
     if actual is None or expected is None:
         return actual is expected
+    if isinstance(expected, datetime):
+        return isinstance(actual, str) and instant(actual) == expected
     if kind in ("id", "ref"):
         return bool(actual == expected)  # both 18-character, case kept
     if isinstance(actual, str) and isinstance(expected, str):
@@ -359,5 +405,7 @@ def _eval(node: tuple[Any, ...], record: dict[str, Any]) -> bool:
     actual = record.get(name)
     if op == "like":
         return isinstance(actual, str) and values[0].fullmatch(actual) is not None
+    if op in _RANGE:
+        return _later(actual, op, values[0])
     hit = any(_equal(actual, value, field_kind) for value in values)
     return hit if op in ("=", "in") else not hit

@@ -1,18 +1,22 @@
-"""The emulated org's state in SQLite: records, sessions, query cursors and
-Bulk API 2.0 ingest jobs, with the org's delete rules.
+"""The emulated org's state in SQLite: records, sessions, query cursors,
+Bulk API 2.0 ingest jobs and the ApiEvent log, with the org's delete rules.
 
 A soft delete sets ``IsDeleted`` (the Recycle Bin, still seen by queryAll); a
 hard delete removes the row. A Contact that live Cases reference cannot be
 deleted (DELETE_FAILED), so callers delete children first; deleting a Contact
 or Lead leaves its Individual alone, as the org does. A closed Bulk job does its
 work in one go when its clock says JobComplete (``_salesforce_bulk``).
+
+Each session belongs to an integration user (a Username with its own 005 id)
+and remembers the connected app that issued it until its first API call: that
+call is the one that authenticated, so only its ApiEvent carries the
+ConnectedAppId (``_salesforce_sessions``, ``_salesforce_events``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import sqlite3
 import threading
 import time
@@ -36,6 +40,11 @@ from lethe.emulators._salesforce_schema import (
     not_found,
     sf_time,
 )
+from lethe.emulators._salesforce_sessions import (
+    DEFAULT_USERNAME,
+    SESSIONS_DDL,
+    Sessions,
+)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS records (
@@ -57,6 +66,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (
     locator TEXT PRIMARY KEY, records TEXT NOT NULL, created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cursor_context (
+    locator TEXT PRIMARY KEY, context TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     info TEXT NOT NULL,
@@ -70,7 +82,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 _CURSOR_TTL = 15 * 60
 
 
-class SalesforceStore:
+class SalesforceStore(Sessions):
     """The org's records, tokens, query cursors and Bulk jobs, in SQLite."""
 
     def __init__(self, path: Path | None = None) -> None:
@@ -82,9 +94,13 @@ class SalesforceStore:
         self._db.row_factory = sqlite3.Row
         if path is not None:
             self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_DDL)
+        self._db.executescript(_DDL + SESSIONS_DDL)
         self.org_id = make_id("00D", 1)
         self.user_id = make_id("005", 1)
+        self._db.execute(
+            "INSERT OR IGNORE INTO users VALUES (?, ?)",
+            (DEFAULT_USERNAME, self.user_id),
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -404,26 +420,7 @@ class SalesforceStore:
     ) -> Callable[[], SalesforceError | None]:
         return lambda: self._update_one(record_id, fields, sobject)
 
-    # -- tokens, API usage, query cursors ----------------------------------
-
-    def issue_token(self) -> str:
-        token = f"{self.org_id[:15]}!{secrets.token_urlsafe(48)}"
-        with self._transaction() as db:
-            db.execute("INSERT INTO tokens VALUES (?, ?)", (token, time.time()))
-        return token
-
-    def token_valid(self, token: str) -> bool:
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM tokens WHERE token = ?", (token,))
-            return row.fetchone() is not None
-
-    def revoke_tokens(self, token: str | None = None) -> None:
-        """End one session, or all of them (the next call answers 401)."""
-        with self._transaction() as db:
-            if token is None:
-                db.execute("DELETE FROM tokens")
-            else:
-                db.execute("DELETE FROM tokens WHERE token = ?", (token,))
+    # -- API usage, query cursors ------------------------------------------
 
     def count_api_call(self) -> int:
         with self._transaction() as db:
@@ -443,16 +440,36 @@ class SalesforceStore:
         with self._transaction() as db:
             db.execute("DELETE FROM meta WHERE key = 'api_calls'")
 
-    def open_cursor(self, records: list[dict[str, Any]]) -> str:
+    def open_cursor(
+        self, records: list[dict[str, Any]], context: dict[str, Any] | None = None
+    ) -> str:
+        """A query locator over ``records``; ``context`` is what its pages log."""
         now = time.time()
         with self._transaction() as db:
+            db.execute(
+                "DELETE FROM cursor_context WHERE locator IN "
+                "(SELECT locator FROM cursors WHERE created < ?)",
+                (now - _CURSOR_TTL,),
+            )
             db.execute("DELETE FROM cursors WHERE created < ?", (now - _CURSOR_TTL,))
             locator = make_id("01g", self._next("01g"))
             db.execute(
                 "INSERT INTO cursors VALUES (?, ?, ?)",
                 (locator, json.dumps(records), now),
             )
+            if context is not None:
+                db.execute(
+                    "INSERT INTO cursor_context VALUES (?, ?)",
+                    (locator, json.dumps(context)),
+                )
         return locator
+
+    def cursor_context(self, locator: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT context FROM cursor_context WHERE locator = ?", (locator,)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
 
     def cursor(self, locator: str) -> list[dict[str, Any]] | None:
         with self._lock:

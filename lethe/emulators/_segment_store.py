@@ -15,13 +15,17 @@ import logging
 import secrets
 import sqlite3
 import string
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import cached_property
 from typing import Any
+
+from lethe.emulators._jobstore import (
+    JobStore,
+    PlannedOutcomeQueue,
+    take_planned_outcome,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,15 +106,12 @@ def _destination_id(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:22]
 
 
-class PlannedOutcomes:
+class PlannedOutcomes(PlannedOutcomeQueue):
     """Endings planned for the next regulations filed, one each, in order.
 
     ``overall`` is the final overall status; ``destination_failed`` names a
     destination that ends FAILED while Segment's own deletion succeeds.
     """
-
-    def __init__(self, store: SegmentStore) -> None:
-        self._store = store
 
     def add(
         self, overall: str = "FINISHED", destination_failed: str | None = None
@@ -122,48 +123,17 @@ class PlannedOutcomes:
             (overall, destination_failed),
         )
 
-    def clear(self) -> None:
-        self._store._execute("DELETE FROM planned_outcomes", ())
 
-    def pending(self) -> int:
-        return self._store._scalar("SELECT count(*) FROM planned_outcomes", ())
-
-
-class SegmentStore:
+class SegmentStore(JobStore):
     """Events, regulations and suppressions of one emulated workspace."""
 
-    def __init__(
-        self, path: Path | None = None, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else str(path), check_same_thread=False
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.executescript(_SCHEMA)
-        self.clock = clock
-        self.outcomes = PlannedOutcomes(self)
+    _schema = _SCHEMA
+    # reset forgets every event, regulation, suppression and planned outcome
+    _tables = ("events", "regulations", "suppressions", "planned_outcomes")
 
-    # -- low level ---------------------------------------------------------
-
-    def _execute(self, sql: str, params: Sequence[Any]) -> None:
-        with self._lock, self._db:
-            self._db.execute(sql, params)
-
-    def _scalar(self, sql: str, params: Sequence[Any]) -> int:
-        with self._lock:
-            self._advance()
-            return int(self._db.execute(sql, params).fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def reset(self) -> None:
-        """Forget every event, regulation, suppression and planned outcome."""
-        with self._lock, self._db:
-            for table in ("events", "regulations", "suppressions", "planned_outcomes"):
-                self._db.execute(f"DELETE FROM {table}")  # noqa: S608
+    @cached_property
+    def outcomes(self) -> PlannedOutcomes:
+        return PlannedOutcomes(self)
 
     # -- events ------------------------------------------------------------
 
@@ -218,14 +188,7 @@ class SegmentStore:
 
     def checksum(self) -> str:
         """sha256 over every event in messageId order, to compare before/after."""
-        digest = hashlib.sha256()
-        with self._lock:
-            self._advance()
-            rows = self._db.execute("SELECT * FROM events ORDER BY message_id")
-            for row in rows:
-                digest.update(json.dumps(list(row), default=str).encode())
-                digest.update(b"\n")
-        return digest.hexdigest()
+        return self._checksum("SELECT * FROM events ORDER BY message_id")
 
     # -- suppressions ------------------------------------------------------
 
@@ -293,13 +256,9 @@ class SegmentStore:
         return regulate_id
 
     def _take_planned_outcome(self) -> tuple[str, str | None]:
-        row = self._db.execute(
-            "SELECT seq, overall, destination_failed FROM planned_outcomes "
-            "ORDER BY seq LIMIT 1"
-        ).fetchone()
+        row = take_planned_outcome(self._db, "overall, destination_failed")
         if row is None:
             return "FINISHED", None
-        self._db.execute("DELETE FROM planned_outcomes WHERE seq = ?", (row["seq"],))
         return row["overall"], row["destination_failed"]
 
     def _apply_suppression(

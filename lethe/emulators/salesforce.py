@@ -1,5 +1,6 @@
 """A loopback Salesforce org: OAuth client credentials, SOQL query/queryAll,
-sObject and sObject Collections writes, and Bulk API 2.0 ingest jobs.
+sObject and sObject Collections writes, Bulk API 2.0 ingest jobs, and the
+ApiEvent log of who read which records.
 
 The emulator exists so the Salesforce connector is tested against the wire
 format the real org speaks (vendor-apis.md §1): error bodies are JSON arrays of
@@ -12,18 +13,22 @@ be deleted, as in a real org, so callers must delete children first. A record
 read (``GET /sobjects/{Object}/{Id}``) answers the documented 404s: NOT_FOUND
 for an id the org does not hold, ENTITY_IS_DELETED for one in the Recycle Bin.
 The token endpoint (``_salesforce_oauth``) takes client credentials and the
-JWT bearer flow.
+JWT bearer flow; each client id runs as its own integration user. Every query
+call is logged as an ApiEvent row (``_salesforce_events``), readable with
+``SELECT ... FROM ApiEvent WHERE EventDate > 2026-01-31T00:00:00Z``.
 
 Records live in SQLite (``path=None`` keeps them in memory) so an estate
 survives a restart. What is deliberately left out, so nobody relies on it:
 relationship fields and sub-queries, ``ORDER BY``/``OFFSET``/``COUNT()``,
-range operators, date literals, SOSL, cascade delete of an Account's
-children, and Bulk operations other than ``delete`` and ``hardDelete``; each
-answers with the error the real org gives for a query or job it cannot run.
+range operators on anything but dates, SOSL, cascade delete of an Account's
+children, Bulk queries, and Bulk operations other than ``delete`` and
+``hardDelete``; each answers with the error the real org gives for a query or
+job it cannot run.
 
 This module is the HTTP surface; the query language, the records and the job
 clock live in ``_salesforce_soql``, ``_salesforce_store`` and
-``_salesforce_schema``.
+``_salesforce_schema``; users, sessions and ApiEvent rows in
+``_salesforce_sessions`` and ``_salesforce_events``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import io
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,12 +47,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lethe.emulators._salesforce_bulk import DELIMITERS, OPEN_STATES, csv_text
+from lethe.emulators._salesforce_events import RECORDS_LIMIT
 from lethe.emulators._salesforce_oauth import (
     JwtApp,
     TokenSettings,
     install_oauth,
     load_public_key,
 )
+from lethe.emulators._salesforce_query import install_query, project
 from lethe.emulators._salesforce_schema import (
     KEY_PREFIXES,
     SalesforceError,
@@ -55,11 +62,18 @@ from lethe.emulators._salesforce_schema import (
     not_found,
     sf_time,
 )
-from lethe.emulators._salesforce_soql import Resolved, parse_soql
+from lethe.emulators._salesforce_sessions import DEFAULT_USERNAME
+from lethe.emulators._salesforce_soql import parse_soql
 from lethe.emulators._salesforce_store import SalesforceStore
 from lethe.emulators._server import Faults, install_faults
 
-__all__ = ["SalesforceError", "SalesforceStore", "create_app", "parse_soql"]
+__all__ = [
+    "DEFAULT_USERNAME",
+    "SalesforceError",
+    "SalesforceStore",
+    "create_app",
+    "parse_soql",
+]
 
 _VERSION = re.compile(r"^/services/data/v(\d+\.\d)(/.*)?$")
 _JOBS_PAGE = 1000
@@ -94,8 +108,16 @@ def create_app(
     jwt_public_key_pem: bytes | None = None,
     jwt_username: str | None = None,
     jwt_max_lifetime: float = 300.0,
+    integrations: Mapping[str, tuple[str, str]] | None = None,
+    api_event_records_limit: int = RECORDS_LIMIT,
 ) -> FastAPI:
     """The org's REST and Bulk API 2.0 endpoints over ``store``.
+
+    ``client_id``/``client_secret`` run as the store's default integration
+    user (``DEFAULT_USERNAME``); ``integrations`` adds more connected apps,
+    client id → (client secret, run-as username), so each downstream's
+    extractor can read as its own user. ``api_event_records_limit`` is the
+    length ApiEvent ``Records`` is cut at (250,000 in a real org).
 
     ``page_size`` is the query batch size (2,000 in a real org), and
     ``bulk_step_seconds`` how long a closed Bulk job spends in each of
@@ -114,7 +136,12 @@ def create_app(
     if jwt_consumer_key and jwt_public_key_pem and jwt_username:
         key = load_public_key(jwt_public_key_pem)
         jwt = JwtApp(jwt_consumer_key, key, jwt_username, jwt_max_lifetime)
-    tokens = TokenSettings(client_id, client_secret, clock, jwt)
+    clients = {client_id: (client_secret, DEFAULT_USERNAME)}
+    for extra, credentials in (integrations or {}).items():
+        if extra in clients:
+            raise ValueError("each integration needs its own client id")
+        clients[extra] = credentials
+    tokens = TokenSettings(clients, clock, jwt)
     settings = _Settings(
         float(api_version.lstrip("v")),
         page_size,
@@ -129,7 +156,13 @@ def create_app(
     install_faults(app, app.state.faults)
     _install_errors(app)
     install_oauth(app, store, tokens)
-    _install_query(app, store, settings)
+    install_query(
+        app,
+        store,
+        page_size=page_size,
+        clock=clock,
+        records_limit=api_event_records_limit,
+    )
     _install_sobjects(app, store)
     _install_bulk(app, store, settings)
     return app
@@ -151,11 +184,15 @@ def _install_gate(app: FastAPI, store: SalesforceStore, settings: _Settings) -> 
         if match is None or not 31.0 <= float(match.group(1)) <= settings.max_version:
             return _error_response(not_found())
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not store.token_valid(token.strip()):
+        caller = (
+            store.use_session(token.strip()) if scheme.lower() == "bearer" else None
+        )
+        if caller is None:
             expired = SalesforceError(
                 401, "INVALID_SESSION_ID", "Session expired or invalid"
             )
             return _error_response(expired)
+        request.state.caller = caller
         calls = store.count_api_call()
         usage = {"Sforce-Limit-Info": f"api-usage={calls}/{settings.api_limit}"}
         if calls > settings.api_limit:
@@ -191,68 +228,6 @@ def _install_errors(app: FastAPI) -> None:
             why = f"HTTP Method '{request.method}' not allowed."
             return _error_response(SalesforceError(405, "METHOD_NOT_ALLOWED", why))
         return _error_response(not_found())
-
-
-def _install_query(app: FastAPI, store: SalesforceStore, settings: _Settings) -> None:
-    def run(version: str, q: str | None, *, include_deleted: bool) -> dict[str, Any]:
-        if not q:
-            raise SalesforceError(
-                400, "MALFORMED_QUERY", "A query string has to be specified"
-            )
-        query = parse_soql(q)
-        sobject = store.canonical_sobject(query.sobject)
-        if sobject is None:
-            why = f"sObject type '{query.sobject}' is not supported."
-            raise SalesforceError(400, "INVALID_TYPE", why)
-        resolved = Resolved(query, store.schema(sobject), sobject)
-        found = [
-            _project(record, resolved.fields, sobject, version)
-            for record in store.records(sobject, include_deleted=include_deleted)
-            if resolved.matches(record)
-        ]
-        if resolved.limit is not None:
-            found = found[: resolved.limit]
-        return _page(found, version, 0, None)
-
-    def _page(
-        records: list[dict[str, Any]], version: str, offset: int, locator: str | None
-    ) -> dict[str, Any]:
-        end = offset + settings.page_size
-        body: dict[str, Any] = {
-            "totalSize": len(records),
-            "done": end >= len(records),
-            "records": records[offset:end],
-        }
-        if not body["done"]:
-            locator = locator or store.open_cursor(records)
-            body["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{end}"
-        return body
-
-    @app.get("/services/data/{version}/query")
-    async def query(version: str, q: str | None = None) -> dict[str, Any]:
-        return run(version, q, include_deleted=False)
-
-    @app.get("/services/data/{version}/queryAll")
-    async def query_all(version: str, q: str | None = None) -> dict[str, Any]:
-        return run(version, q, include_deleted=True)
-
-    @app.get("/services/data/{version}/query/{cursor}")
-    @app.get("/services/data/{version}/queryAll/{cursor}")
-    async def query_more(version: str, cursor: str) -> dict[str, Any]:
-        locator, _, offset = cursor.rpartition("-")
-        records = store.cursor(locator) if offset.isdigit() else None
-        if records is None:
-            raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        return _page(records, version, int(offset), locator)
-
-
-def _project(
-    record: dict[str, Any], fields: list[str], sobject: str, version: str
-) -> dict[str, Any]:
-    url = f"/services/data/{version}/sobjects/{sobject}/{record['Id']}"
-    return {"attributes": {"type": sobject, "url": url}} | {
-        name: record.get(name) for name in fields
-    }
 
 
 async def _json_body(request: Request) -> Any:
@@ -308,7 +283,7 @@ def _install_sobjects(app: FastAPI, store: SalesforceStore) -> None:
         if record["IsDeleted"]:
             raise SalesforceError(404, "ENTITY_IS_DELETED", "entity is deleted")
         names = _field_list(store.schema(canonical), canonical, fields)
-        return _project(record, names, canonical, version)
+        return project(record, names, canonical, version)
 
     @app.patch("/services/data/{version}/sobjects/{sobject}/{record_id}")
     async def patch(sobject: str, record_id: str, request: Request) -> Response:

@@ -51,6 +51,11 @@ FLOWS = [
     },
     {"job": "event_forwarding", "from": "salesforce:Contact", "to": "analytics:events"},
     {
+        "job": "event_forwarding",
+        "from": "salesforce:Contact",
+        "to": "analytics:anonymous_events",
+    },
+    {
         "job": "erp_sync",
         "from": "salesforce:Contact",
         "to": "erp:A_BusinessPartner",
@@ -111,6 +116,10 @@ def serve(workdir: Path, settings: dict[str, Any], *, fixed_ports: bool) -> Serv
             client_id=systems["salesforce"]["client_id"],
             client_secret=systems["salesforce"]["client_secret"],
             bulk_step_seconds=emulator["step_seconds"],
+            integrations={
+                user["client_id"]: (user["client_secret"], user["username"])
+                for user in emulator.get("integrations", {}).values()
+            },
         ),
         port=port("salesforce"),
     )
@@ -169,7 +178,8 @@ def _settings(workdir: Path, warehouse_url: str, step_seconds: float) -> dict[st
                 "kind": "segment",
                 "base_url": "",
                 "token": secret(),
-                "datasets": {"events": "userId"},
+                "source_id": "src_emulated",
+                "datasets": {"events": "userId", "anonymous_events": "anonymousId"},
             },
             "erp": {
                 "kind": "sap_business_partner",
@@ -182,10 +192,26 @@ def _settings(workdir: Path, warehouse_url: str, step_seconds: float) -> dict[st
         },
         "flows": FLOWS,
         "policy": {"erp": {"action": "retain", "basis": RETENTION_BASIS}},
+        # Who read Salesforce, by pipeline_id: erp_sync's copies are keyed by
+        # partner number, which only its manifests know; lethe's own reads
+        # make no copy.
+        "apievent_attribution": {
+            "nightly_extract": "warehouse:raw.sf_contact",
+            "erp_sync": "",
+            sf_emulator.DEFAULT_USERNAME: "",
+        },
         "emulator": {
             "ports": {},
             "step_seconds": step_seconds,
             "segment_write_key": secret(),
+            "integrations": {
+                job: {
+                    "client_id": secret(),
+                    "client_secret": secret(),
+                    "username": f"{job}@integration.example",
+                }
+                for job in ("nightly_extract", "erp_sync")
+            },
         },
     }
 
@@ -304,18 +330,23 @@ def _run_jobs(
 ) -> dict[str, int]:
     systems = settings["systems"]
     manifests = Path(settings["manifests"])
-    sf = jobs.SalesforceAccess(
-        servers.salesforce.base_url,
-        systems["salesforce"]["client_id"],
-        systems["salesforce"]["client_secret"],
-    )
+
+    def sf(job: str) -> jobs.SalesforceAccess:
+        user = settings["emulator"]["integrations"][job]
+        return jobs.SalesforceAccess(
+            servers.salesforce.base_url,
+            user["client_id"],
+            user["client_secret"],
+            pipeline_id=job,
+        )
+
     jobs.create_warehouse(systems["warehouse"]["url"])
-    jobs.nightly_extract(sf, systems["warehouse"]["url"], manifests)
+    jobs.nightly_extract(sf("nightly_extract"), systems["warehouse"]["url"], manifests)
     # The featured person (index 0) is in every system; others in some.
     to_erp = [c for i, c in enumerate(contact_ids) if i % 3 == 0]
     to_analytics = [c for i, c in enumerate(contact_ids) if i % 2 == 0]
     jobs.erp_sync(
-        sf,
+        sf("erp_sync"),
         servers.erp.base_url,
         (systems["erp"]["username"], systems["erp"]["password"]),
         to_erp,

@@ -73,9 +73,13 @@ WAREHOUSE_TABLES = {
 
 @dataclass(frozen=True)
 class SalesforceAccess:
+    """How one job reaches Salesforce: its own integration user, and the
+    ``x-sfdc-addinfo-pipeline_id`` its ApiEvent rows carry."""
+
     base_url: str
     client_id: str
     client_secret: str
+    pipeline_id: str | None = None
 
 
 def _now() -> datetime:
@@ -99,6 +103,8 @@ def soql(sf: SalesforceAccess, query: str) -> Iterator[dict[str, Any]]:
     """Every record of a SOQL query, following ``nextRecordsUrl``."""
     with httpx.Client(timeout=30) as client:
         headers = {"Authorization": f"Bearer {_token(client, sf)}"}
+        if sf.pipeline_id:
+            headers["x-sfdc-addinfo-pipeline_id"] = sf.pipeline_id
         page = client.get(
             f"{sf.base_url}/services/data/{API}/query",
             params={"q": query},
@@ -119,15 +125,20 @@ def _write_manifest(
     started: datetime,
     dataset: str,
     records: list[dict[str, str]],
+    *,
+    more: dict[str, list[dict[str, str]]] | None = None,
 ) -> Path:
+    """One run's manifest: which records it copied into which datasets."""
     run_id = f"{job}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    outputs = [{"dataset": dataset, "records": records}]
+    outputs += [{"dataset": d, "records": r} for d, r in (more or {}).items()]
     manifest = {
         "job": job,
         "run_id": run_id,
         "started_at": started.isoformat(),
         "finished_at": _now().isoformat(),
         "source": "salesforce:Contact",
-        "outputs": [{"dataset": dataset, "records": records}],
+        "outputs": outputs,
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{run_id}.json"
@@ -277,11 +288,23 @@ def event_forwarding(
     batch = []
     for contact_id in contact_ids:
         user_id = app_user_id(contact_id)
+        anonymous_id = device_id(contact_id)
         stamp = started.isoformat()
+        # Before signing in, the browser is only an anonymousId.
+        batch.append(
+            {
+                "type": "page",
+                "anonymousId": anonymous_id,
+                "name": "Pricing",
+                "messageId": str(uuid.uuid4()),
+                "timestamp": stamp,
+            }
+        )
         batch.append(
             {
                 "type": "identify",
                 "userId": user_id,
+                "anonymousId": anonymous_id,
                 "messageId": str(uuid.uuid4()),
                 "timestamp": stamp,
                 "traits": {"plan": "standard"},
@@ -306,4 +329,14 @@ def event_forwarding(
         started,
         "analytics:events",
         [{"key": app_user_id(c), "source_key": c} for c in contact_ids],
+        more={
+            "analytics:anonymous_events": [
+                {"key": device_id(c), "source_key": c} for c in contact_ids
+            ]
+        },
     )
+
+
+def device_id(contact_id: str) -> str:
+    """The anonymousId of the contact's browser before sign-in (stable)."""
+    return "anon_" + hashlib.sha256(f"device:{contact_id}".encode()).hexdigest()[:16]

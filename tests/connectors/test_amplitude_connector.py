@@ -18,6 +18,7 @@ from connectors.base import AsyncConnector
 from lethe.emulators import EmulatorServer
 from lethe.emulators.amplitude import AmplitudeStore, create_app
 from lethe.errors import ConfigError, ConnectorError, TransientConnectorError
+from tests._servers import Served, serve
 
 PROJECTS = {
     "web": ("web-key", "web-secret"),
@@ -41,6 +42,9 @@ class Clock:
     def advance(self, days: int) -> None:
         self.now += days * DAY
 
+    def rewind(self) -> None:
+        self.now = self.start
+
     def today(self) -> date:
         return datetime.fromtimestamp(self.now, UTC).date()
 
@@ -58,34 +62,17 @@ class CountingTransport(httpx.HTTPTransport):
 
 
 @pytest.fixture(scope="module")
-def _served() -> Iterator[tuple[AmplitudeStore, Clock, EmulatorServer]]:
+def served() -> Iterator[Served[AmplitudeStore]]:
     clock = Clock()
     store = AmplitudeStore(clock=clock)
     app = create_app(store, projects=PROJECTS, rate_limit_per_second=None)
-    with EmulatorServer(app) as server:
-        yield store, clock, server
-
-
-@pytest.fixture
-def store(_served: tuple[AmplitudeStore, Clock, EmulatorServer]) -> AmplitudeStore:
-    store, clock, server = _served
-    store.reset()
-    clock.now = clock.start
-    server.faults.clear()
-    return store
+    yield from serve(store, app, on_fresh=clock.rewind)
 
 
 @pytest.fixture
 def clock(store: AmplitudeStore) -> Clock:
     assert isinstance(store.clock, Clock)
     return store.clock
-
-
-@pytest.fixture
-def server(
-    store: AmplitudeStore, _served: tuple[AmplitudeStore, Clock, EmulatorServer]
-) -> EmulatorServer:
-    return _served[2]
 
 
 def _connector(

@@ -17,6 +17,7 @@ from connectors.mixpanel import MixpanelConnector
 from lethe.emulators import EmulatorServer
 from lethe.emulators.mixpanel import MixpanelStore, create_app
 from lethe.errors import ConfigError, ConnectorError, TransientConnectorError
+from tests._servers import Served, serve
 
 GDPR_TOKEN = "gdpr-oauth-test"
 PROJECT = "project-token-a"
@@ -43,7 +44,7 @@ class VirtualClock:
 
 
 @pytest.fixture(scope="module")
-def _served() -> Iterator[tuple[MixpanelStore, VirtualClock, EmulatorServer]]:
+def served() -> Iterator[Served[MixpanelStore]]:
     clock = VirtualClock()
     store = MixpanelStore(clock=clock)
     app = create_app(
@@ -53,29 +54,21 @@ def _served() -> Iterator[tuple[MixpanelStore, VirtualClock, EmulatorServer]]:
         step_seconds=STEP,
         clock=clock,
     )
-    with EmulatorServer(app) as server:
-        yield store, clock, server
+    yield from serve(store, app)
 
 
 @pytest.fixture
-def clock(_served) -> VirtualClock:
-    clock = _served[1]
+def clock(served: Served[MixpanelStore]) -> VirtualClock:
+    clock = served.store.clock
+    assert isinstance(clock, VirtualClock)
     clock.now += 10  # out of the previous test's rate-limit window
     clock.slept.clear()
     return clock
 
 
 @pytest.fixture
-def store(_served, clock: VirtualClock) -> MixpanelStore:
-    store, _, server = _served
-    store.reset()
-    server.app.state.faults.clear()
-    return store
-
-
-@pytest.fixture
-def server(_served, store: MixpanelStore) -> EmulatorServer:
-    return _served[2]
+def store(served: Served[MixpanelStore], clock: VirtualClock) -> MixpanelStore:
+    return served.fresh()
 
 
 def _connector(

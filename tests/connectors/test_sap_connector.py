@@ -19,6 +19,7 @@ from connectors.sap import PLACEHOLDER, SapBusinessPartnerConnector
 from lethe.emulators import EmulatorServer
 from lethe.emulators.sap import SERVICE_ROOT, SapStore, create_app
 from lethe.errors import ConfigError, ConnectorError, TransientConnectorError
+from tests._servers import Served, serve
 
 USER, PASSWORD = "COMM_USER", "s3cret"
 REPO = Path(__file__).resolve().parents[2]
@@ -27,24 +28,11 @@ PASSENGERS = SAMPLE_DATA / "erp" / "sap-cap-sflight" / "sap.fe.cap.travel-Passen
 
 
 @pytest.fixture(scope="module")
-def _served() -> Iterator[tuple[SapStore, EmulatorServer]]:
+def served() -> Iterator[Served[SapStore]]:
     store = SapStore()
-    app = create_app(store, username=USER, password=PASSWORD, page_size=3)
-    with EmulatorServer(app) as server:
-        yield store, server
-
-
-@pytest.fixture
-def store(_served: tuple[SapStore, EmulatorServer]) -> SapStore:
-    store, server = _served
-    store.reset()
-    server.faults.clear()
-    return store
-
-
-@pytest.fixture
-def server(store: SapStore, _served: tuple[SapStore, EmulatorServer]) -> EmulatorServer:
-    return _served[1]
+    yield from serve(
+        store, create_app(store, username=USER, password=PASSWORD, page_size=3)
+    )
 
 
 def _connector(

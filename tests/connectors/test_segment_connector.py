@@ -14,6 +14,7 @@ from connectors.segment import SegmentConnector
 from lethe.emulators import EmulatorServer
 from lethe.emulators.segment import SegmentStore, create_app
 from lethe.errors import ConfigError, ConnectorError, TransientConnectorError
+from tests._servers import Served, serve
 
 TOKEN = "sgp_test_token"
 WRITE_KEY = "wk_test"
@@ -23,24 +24,11 @@ BYSTANDER = "user-bystander"
 
 
 @pytest.fixture(scope="module")
-def _served() -> Iterator[tuple[SegmentStore, EmulatorServer]]:
+def served() -> Iterator[Served[SegmentStore]]:
     store = SegmentStore()
-    app = create_app(store, token=TOKEN, write_key=WRITE_KEY, step_seconds=0.03)
-    with EmulatorServer(app) as server:
-        yield store, server
-
-
-@pytest.fixture
-def store(_served: tuple[SegmentStore, EmulatorServer]) -> SegmentStore:
-    store, server = _served
-    store.reset()
-    server.app.state.faults.clear()
-    return store
-
-
-@pytest.fixture
-def server(store: SegmentStore, _served: tuple[SegmentStore, EmulatorServer]):
-    return _served[1]
+    yield from serve(
+        store, create_app(store, token=TOKEN, write_key=WRITE_KEY, step_seconds=0.03)
+    )
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 
 from lethe.emulators import EmulatorServer
 from lethe.emulators.amplitude import AmplitudeStore, Schedule, create_app
+from tests._servers import Served, serve
 
 PROJECTS = {
     "web": ("web-key", "web-secret"),
@@ -34,26 +35,19 @@ class Clock:
     def advance(self, days: int) -> None:
         self.now += days * DAY
 
+    def rewind(self) -> None:
+        self.now = START
+
     def today(self) -> date:
         return datetime.fromtimestamp(self.now, UTC).date()
 
 
 @pytest.fixture(scope="module")
-def _served() -> Iterator[tuple[AmplitudeStore, Clock, EmulatorServer]]:
+def served() -> Iterator[Served[AmplitudeStore]]:
     clock = Clock()
     store = AmplitudeStore(clock=clock)
     app = create_app(store, projects=PROJECTS, rate_limit_per_second=None)
-    with EmulatorServer(app) as server:
-        yield store, clock, server
-
-
-@pytest.fixture
-def store(_served: tuple[AmplitudeStore, Clock, EmulatorServer]) -> AmplitudeStore:
-    store, clock, server = _served
-    store.reset()
-    clock.now = START
-    server.faults.clear()
-    return store
+    yield from serve(store, app, on_fresh=clock.rewind)
 
 
 @pytest.fixture
@@ -63,10 +57,8 @@ def clock(store: AmplitudeStore) -> Clock:
 
 
 @pytest.fixture
-def api(
-    store: AmplitudeStore, _served: tuple[AmplitudeStore, Clock, EmulatorServer]
-) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=_served[2].base_url, timeout=5.0) as client:
+def api(server: EmulatorServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=5.0) as client:
         yield client
 
 
@@ -376,10 +368,10 @@ def test_wrong_credentials_get_401(
 def test_injected_faults_answer_before_the_api(
     api: httpx.Client,
     store: AmplitudeStore,
-    _served: tuple[AmplitudeStore, Clock, EmulatorServer],
+    server: EmulatorServer,
 ) -> None:
     store.add_event("web", "someone", "Opened")
-    _served[2].faults.add("503", "/api/2/deletions", retry_after=2)
+    server.faults.add("503", "/api/2/deletions", retry_after=2)
 
     failed = _delete(api, user_ids=["someone"])
     passed = _delete(api, user_ids=["someone"])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from lethe.emulators import EmulatorServer
 from lethe.emulators.mixpanel import MixpanelStore, create_app
+from tests._servers import Served, serve
 
 GDPR_TOKEN = "gdpr-oauth-test"
 PROJECT = "project-token-a"
@@ -29,7 +29,7 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def _served() -> Iterator[tuple[MixpanelStore, Clock, EmulatorServer]]:
+def served() -> Iterator[Served[MixpanelStore]]:
     clock, rate_clock = Clock(), Clock()
     store = MixpanelStore(clock=clock)
     app = create_app(
@@ -40,27 +40,18 @@ def _served() -> Iterator[tuple[MixpanelStore, Clock, EmulatorServer]]:
         clock=rate_clock,
     )
     app.state.rate_clock = rate_clock
-    with EmulatorServer(app) as server:
-        yield store, clock, server
+
+    def out_of_the_last_rate_window() -> None:
+        rate_clock.now += 10
+
+    yield from serve(store, app, on_fresh=out_of_the_last_rate_window)
 
 
 @pytest.fixture
-def store(_served: tuple[MixpanelStore, Clock, EmulatorServer]) -> MixpanelStore:
-    store, _, server = _served
-    store.reset()
-    server.app.state.faults.clear()
-    server.app.state.rate_clock.now += 10
-    return store
-
-
-@pytest.fixture
-def clock(_served: tuple[MixpanelStore, Clock, EmulatorServer]) -> Clock:
-    return _served[1]
-
-
-@pytest.fixture
-def server(store: MixpanelStore, _served: Any) -> EmulatorServer:
-    return _served[2]
+def clock(served: Served[MixpanelStore]) -> Clock:
+    clock = served.store.clock
+    assert isinstance(clock, Clock)
+    return clock
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 
 from lethe.emulators import EmulatorServer
 from lethe.emulators.sap import SERVICE_ROOT, SapStore, create_app
+from tests._servers import Served, serve
 
 USER, PASSWORD = "COMM_USER", "s3cret"
 SAP_NS = "{http://www.sap.com/Protocols/SAPData}"
@@ -30,18 +31,15 @@ class Sap:
 
 
 @pytest.fixture(scope="module")
-def _served() -> Iterator[tuple[SapStore, EmulatorServer]]:
+def served() -> Iterator[Served[SapStore]]:
     store = SapStore()
-    app = create_app(store, username=USER, password=PASSWORD, page_size=2)
-    with EmulatorServer(app) as server:
-        yield store, server
+    yield from serve(
+        store, create_app(store, username=USER, password=PASSWORD, page_size=2)
+    )
 
 
 @pytest.fixture
-def sap(_served: tuple[SapStore, EmulatorServer]) -> Iterator[Sap]:
-    store, server = _served
-    store.reset()
-    server.faults.clear()
+def sap(store: SapStore, server: EmulatorServer) -> Iterator[Sap]:
     client = httpx.Client(
         base_url=server.base_url + SERVICE_ROOT + "/",
         auth=(USER, PASSWORD),

@@ -14,6 +14,7 @@ import pytest
 
 from lethe.emulators import EmulatorServer
 from lethe.emulators.segment import SegmentStore, create_app
+from tests._servers import Served, serve
 
 TOKEN = "sgp_test_token"
 WRITE_KEY = "wk_test"
@@ -44,26 +45,15 @@ def _track(message_id: str, user_id: str) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def _served() -> Iterator[tuple[SegmentStore, EmulatorServer]]:
+def served() -> Iterator[Served[SegmentStore]]:
     store = SegmentStore(clock=Clock())
-    app = create_app(store, token=TOKEN, write_key=WRITE_KEY, step_seconds=STEP)
-    with EmulatorServer(app) as server:
-        yield store, server
+    yield from serve(
+        store, create_app(store, token=TOKEN, write_key=WRITE_KEY, step_seconds=STEP)
+    )
 
 
 @pytest.fixture
-def store(_served: tuple[SegmentStore, EmulatorServer]) -> SegmentStore:
-    store, server = _served
-    store.reset()
-    server.app.state.faults.clear()
-    return store
-
-
-@pytest.fixture
-def api(
-    store: SegmentStore, _served: tuple[SegmentStore, EmulatorServer]
-) -> Iterator[tuple[httpx.Client, EmulatorServer]]:
-    _, server = _served
+def api(server: EmulatorServer) -> Iterator[tuple[httpx.Client, EmulatorServer]]:
     with httpx.Client(
         base_url=server.base_url, headers={"Authorization": f"Bearer {TOKEN}"}
     ) as client:
