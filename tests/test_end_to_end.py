@@ -22,7 +22,6 @@ from sqlalchemy import create_engine, text
 from sqlmodel import select
 
 from connectors.salesforce import SalesforceConnector
-from lethe.estate.jobs import device_id
 from erasure import requests
 from erasure.certificate import CertificateInvalid, verify
 from erasure.models import Certificate
@@ -33,6 +32,7 @@ from lethe.emulators.salesforce import SalesforceStore
 from lethe.emulators.sap import SapStore
 from lethe.emulators.segment import SegmentStore
 from lethe.errors import KeyDestroyedError
+from lethe.estate.jobs import device_id
 from lethe.runtime import current
 from lethe.vault import DataKey, SealedIdentity, Vault
 from tests.helpers import Estate, plant_canary_estate
