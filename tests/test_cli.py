@@ -306,7 +306,8 @@ def test_cli_bad_ledger_url_is_one_line(
 def _estate_file(home: Path, name: str) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "estate.yaml").write_text(
-        f"name: {name}\nsource: salesforce\nsystems:\n  salesforce: {{kind: salesforce}}\n"
+        f"name: {name}\nsource: salesforce\n"
+        "systems:\n  salesforce: {kind: salesforce}\n"
     )
 
 
