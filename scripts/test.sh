@@ -81,6 +81,7 @@ export LETHE_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$pg_port/postgre
 export LETHE_REQUIRE_POSTGRES=1
 export LETHE_TEST_PREFECT_DB="$PREFECT_HOME/prefect.db"
 export LETHE_SAMPLE_DATA="${LETHE_SAMPLE_DATA:-$repo/../shared/data}"
+[ -d "$LETHE_SAMPLE_DATA" ] || echo "warning: no sample data at $LETHE_SAMPLE_DATA; the tests that read it will skip" >&2
 say "running the tests"
 set +e
 .venv/bin/python -m pytest "$@"

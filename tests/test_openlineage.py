@@ -44,6 +44,10 @@ MARQUEZ_TESTS = STANDARDS / "marquez" / "open_lineage"
 SEED = SAMPLE_DATA / "lineage" / "marquez"
 JAFFLE = SAMPLE_DATA / "lineage" / "openlineage"
 SPEC_TESTS = STANDARDS / "openlineage" / "spec-tests"
+pytestmark = pytest.mark.skipif(
+    not (SEED.exists() and STANDARDS.exists()),
+    reason=f"the shared sample data and reference files are not at {SAMPLE_DATA.parent}",
+)
 ESTATE = "ol-test"
 SF = "salesforce://acme.my.salesforce.com"
 SNOWFLAKE = "snowflake://acme-eu"
