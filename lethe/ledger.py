@@ -10,6 +10,7 @@ neither logs nor exceptions repeat the values lethe stores.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,11 @@ def require(settings: Settings | None = None) -> None:
     """Refuse to read a ledger that is not there, instead of making an empty one."""
     settings = settings or load_settings()
     if not exists(settings):
+        if os.environ.get("LETHE_DATABASE_URL"):
+            raise ConfigError(
+                "LETHE_DATABASE_URL names a SQLite file that does not exist; "
+                "check the path"
+            )
         raise ConfigError(
             f"no ledger in {settings.home}: run lethe where its .lethe folder is, "
             "or set LETHE_HOME (or LETHE_DATABASE_URL)"

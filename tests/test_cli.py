@@ -320,3 +320,10 @@ def test_cli_run_refuses_a_request_of_another_estate(home: Path) -> None:
     assert result.exit_code == 2
     assert "belongs to estate estate-a" in result.stderr and "estate-b" in result.stderr
     assert _show(request_id)["state"] == "received"
+
+
+def test_cli_keys_export_and_rotate_refuse_a_home_without_keys(home: Path) -> None:
+    for args in (["keys", "export-public", "--out", "."], ["keys", "rotate"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "no lethe keys" in result.stderr, args
+    assert not home.exists()

@@ -59,7 +59,8 @@ def _log_to_file(root: logging.Logger, logs: Path) -> None:
 
 
 def fail(message: str, code: int = 1) -> None:
-    errors.print(f"error: {message}", markup=False, soft_wrap=True)
+    # Plain stderr, never wrapped: the line may be copied into a shell.
+    sys.stderr.write(f"error: {message}\n")
     raise typer.Exit(code)
 
 

@@ -70,12 +70,14 @@ def import_events(
             }
         )
     else:
-        _print_report(report, defects)
+        _print_report(report, defects, lenient=lenient)
     if report.rejected:
         raise typer.Exit(2)
 
 
-def _print_report(report: openlineage.ImportReport, defects: list[dict]) -> None:
+def _print_report(
+    report: openlineage.ImportReport, defects: list[dict], *, lenient: bool = False
+) -> None:
     for rejection in report.rejected:
         errors.print(f"rejected {rejection}", markup=False, soft_wrap=True)
     for warning in report.warnings:
@@ -100,6 +102,13 @@ def _print_report(report: openlineage.ImportReport, defects: list[dict]) -> None
         f"{report.aliases} new aliases, {len(defects)} new defects",
         markup=False,
     )
+    if report.rejected and not report.stored and not lenient:
+        errors.print(
+            "every event was rejected: if the reasons are a missing schemaURL or a "
+            "time without zone, --lenient repairs them (and says so)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @handled

@@ -42,7 +42,8 @@ def lint_command() -> None:
         )
     for finding in findings:
         console.print(finding.describe(), markup=False, soft_wrap=True)
-    console.print(f"{len(findings)} findings", markup=False)
+    noun = "finding" if len(findings) == 1 else "findings"
+    console.print(f"{len(findings)} {noun}", markup=False)
     if findings:
         raise typer.Exit(1)
 
