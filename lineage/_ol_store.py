@@ -224,11 +224,13 @@ def _link(
 
 
 def _field_map(rows: Iterable[Row], source: str) -> dict[str, str]:
+    """Source field → target field(s), the direction the estate file's
+    ``fields`` use (several targets of one source field joined by ``,``)."""
     fields: dict[str, set[str]] = {}
     for out_field, dataset, in_field, how in rows:
         if out_field and in_field and dataset == source and how == "DIRECT":
-            fields.setdefault(out_field, set()).add(in_field)
-    return {out: ",".join(sorted(ins)) for out, ins in sorted(fields.items())}
+            fields.setdefault(in_field, set()).add(out_field)
+    return {src: ",".join(sorted(outs)) for src, outs in sorted(fields.items())}
 
 
 def _upsert_edge(

@@ -162,12 +162,13 @@ def test_marquez_seed_validates_strictly_and_becomes_flow_edges(estate) -> None:
     assert report.flow_edges == len(edges) == 14
     email = edges[("warehouse:public.customers", "warehouse:public.delivery_7_days")]
     assert email.job == "food_delivery.etl_delivery_7_days"
-    assert email.field_map == {
-        "customer_address": "address",
-        "customer_email": "email",
+    assert email.field_map == {  # source field -> target field, as estate files
+        "address": "customer_address",
+        "email": "customer_email",
     }
     feeds = edges[("warehouse:public.delivery_7_days", "warehouse:public.discounts")]
-    assert feeds.field_map["amount_off"] == "order_delivered_on,order_placed_on"
+    assert feeds.field_map["order_delivered_on"] == "amount_off"
+    assert feeds.field_map["order_placed_on"] == "amount_off"
     # email_discounts only reads (SELECT): no outputs, and no defect either
     assert not any(t == "warehouse:public.email_discounts" for _, t in edges)
 
@@ -302,7 +303,7 @@ def test_job_event_and_lineage_facet_declare_edges(estate) -> None:
     facet_edge = _edges()[
         ("postgres-warehouse-5432:public.customers", "erp:erp.public.summary")
     ]
-    assert facet_edge.field_map == {"customer_id": "id"}
+    assert facet_edge.field_map == {"id": "customer_id"}
 
 
 # jaffle_shop (dbt integration expectations with test matchers) -----------
