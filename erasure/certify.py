@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from erasure import audit, duplicates
 from erasure.certificate import sign
@@ -17,6 +17,7 @@ from erasure.models import (
     DONE,
     INCOMPLETE,
     NO_DATA,
+    Attempt,
     Certificate,
     Request,
     SystemStep,
@@ -41,20 +42,46 @@ def is_settled(step: SystemStep) -> bool:
 
 
 def outcome_label(step: SystemStep) -> str:
+    """The honest level of what happened, as the certificate states it."""
     if step.state == NO_DATA:
         return "no data held"
     if step.action == "retained":
         return f"retained under {step.basis} until {step.retained_until}"
-    return {
-        "deleted": "deleted",
-        "anonymised": "anonymised",
-        "already_absent": "already absent",
-    }.get(step.action or "", step.state)
+    if step.action == "anonymised":
+        return "anonymised"
+    purged_by = step.dates.get("physically_purged_by")
+    if step.action in ERASED_ACTIONS and purged_by:
+        prefix = "already absent; " if step.action == "already_absent" else ""
+        return f"{prefix}deleted, physically purged by {purged_by}"
+    if step.action == "already_absent":
+        return "already absent"
+    return "deleted (logically)" if step.action == "deleted" else step.state
+
+
+def recipients(db: Session, request: Request, steps: list[SystemStep]) -> list[dict]:
+    """Each system that held the data and was told to erase it, and when
+    (GDPR Art. 19, CCPA §7022(b)): the first external call of its step."""
+    first_call: dict[str, datetime] = {}
+    for attempt in db.exec(select(Attempt).where(Attempt.request_id == request.id)):
+        if attempt.called:
+            first_call.setdefault(attempt.system, attempt.started_at)
+    return [
+        {
+            "system": step.system,
+            "told_at": _iso(first_call[step.system]),
+            "by": f"vendor job {step.vendor_job_id}"
+            if step.vendor_job_id
+            else "direct erasure call",
+        }
+        for step in steps
+        if step.system in first_call
+    ]
 
 
 def payload_for(
     request: Request,
     intake_ids: list[str],
+    told: list[dict],
     steps: list[SystemStep],
     completed_at: datetime,
     certificate_id: str,
@@ -100,6 +127,7 @@ def payload_for(
             for step in steps
         ],
         "lineage": {"digest": request.lineage_digest},
+        "recipients": told,
     }
 
 
@@ -157,6 +185,7 @@ def close(request_id: str) -> Certificate | None:
                 payload_for(
                     request,
                     duplicates.intake_ids(db, request.id),
+                    recipients(db, request, steps),
                     steps,
                     completed_at,
                     certificate_id,

@@ -237,6 +237,12 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     payload = verify(jws, keys).payload
     assert payload["request"]["id"] == canary_request.id
     assert payload["subject"]["digest"] == canary_request.subject_digest
+    told = {r["system"]: r for r in payload["recipients"]}
+    assert set(told) == {"salesforce", "warehouse", "analytics", "erp"}
+    assert told["analytics"]["by"].startswith("vendor job ") and told["erp"]["told_at"]
+    outcome = {s["system"]: s["outcome"] for s in payload["systems"]}
+    assert outcome["warehouse"].startswith("deleted, physically purged by ")
+    assert outcome["erp"].startswith("retained under ")
     tampered = jws[:60] + ("A" if jws[60] != "A" else "B") + jws[61:]
     with pytest.raises(CertificateInvalid):
         verify(tampered, keys)
