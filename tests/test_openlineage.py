@@ -46,7 +46,7 @@ JAFFLE = SAMPLE_DATA / "lineage" / "openlineage"
 SPEC_TESTS = STANDARDS / "openlineage" / "spec-tests"
 pytestmark = pytest.mark.skipif(
     not (SEED.exists() and STANDARDS.exists()),
-    reason=f"the shared sample data and reference files are not at {SAMPLE_DATA.parent}",
+    reason=f"no shared sample data and reference files at {SAMPLE_DATA.parent}",
 )
 ESTATE = "ol-test"
 SF = "salesforce://acme.my.salesforce.com"
