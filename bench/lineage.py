@@ -11,16 +11,22 @@ floor measured in the same run:
   time that took is shown on its own line: the cost of digesting and sealing.
   The ORM path, ``lineage.record_manifest``, runs on a small sample for scale.
 - look-ups: ``lineage.subjects_for`` + ``lineage.where`` for random e-mail
-  digests (one session a look-up), against the indexed SELECTs that read the
-  same rows (identity links, copies, flow edges, dataset aliases) from the
-  same file, with the same indexes. Look-ups of the two arms alternate, so
-  both see the same cache; the ratio is of the medians.
+  digests (one session a look-up), for people with one Contact and for people
+  the CRM holds twice (an e-mail naming two Contacts), against the indexed
+  SELECTs that read the same rows (identity links, copies, flow edges, dataset
+  aliases) from the same file. The raw arm names the index it uses (``INDEXED
+  BY ix_copy_subject_digest``); lethe's statements get whatever plan SQLite
+  picks, which is printed. The arms alternate, so both see the same cache; the
+  ratio is of the medians. Each kind of look-up stops after ``--budget``
+  seconds (at least 5 are timed). ``--try-index`` adds the index this
+  benchmark argues for (see bench/README-lineage.md) before the look-ups.
   At 10M copies the ledger is filled with raw inserts (lethe's metadata, the
   same rows lethe writes, indexes built after the load): capture at 10M is not
   what is measured there, the look-up is.
 
-    python bench/lineage.py [--copies 1000000] [--lookups 1000]
-                            [--big 10000000] [--skip-big] [--workdir DIR]
+    python bench/lineage.py [--copies 1000000] [--lookups 1000] [--pair-lookups 20]
+                            [--big 10000000] [--skip-big] [--budget 30]
+                            [--try-index] [--workdir DIR]
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ OpenLineage events come in through ``import_events`` (and
 ``lineage.openlineage_api`` over HTTP).
 """
 
+from lineage.bulk import record_manifest_bulk
 from lineage.capture import (
     CaptureSummary,
     SourceRecord,
@@ -38,6 +39,7 @@ from lineage.suppression import (
 )
 
 __all__ = [
+    "record_manifest_bulk",
     "Resurrection",
     "find_resurrections",
     "record_alert",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 from lethe.vault import Redacted, utcnow
@@ -38,7 +38,13 @@ class FlowEdge(Redacted, SQLModel, table=True):
 
 class Copy(Redacted, SQLModel, table=True):
     __tablename__ = "copy"
-    __table_args__ = (UniqueConstraint("estate", "dataset", "key_digest", "run_id"),)
+    __table_args__ = (
+        UniqueConstraint("estate", "dataset", "key_digest", "run_id"),
+        # "Where is this person": without these SQLite may pick the estate index
+        # and read every copy of the estate (bench/README-lineage.md).
+        Index("ix_copy_estate_subject", "estate", "subject_digest"),
+        Index("ix_copy_estate_key", "estate", "key_digest"),
+    )
     _repr_fields = ("id", "dataset", "job", "run_id", "copied_at")
 
     id: int | None = Field(default=None, primary_key=True)

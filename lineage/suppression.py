@@ -81,13 +81,14 @@ def find_resurrections(db: Session, estate: str) -> list[Resurrection]:
     by_digest = {(e.system, e.kind, e.digest): e for e in entries}
     alerted = set(db.exec(select(Alert.copy_id).where(Alert.estate == estate)))
     digests = [e.digest for e in entries]
-    copies = db.exec(
-        select(Copy).where(
-            Copy.estate == estate,
-            col(Copy.erased_at).is_(None),
-            (col(Copy.subject_digest).in_(digests))
-            | (col(Copy.key_digest).in_(digests)),
-        )
+    # Two indexed queries rather than one OR, which SQLite answers by scanning.
+    live = (Copy.estate == estate, col(Copy.erased_at).is_(None))
+    by_subject = db.exec(
+        select(Copy).where(*live, col(Copy.subject_digest).in_(digests))
+    )
+    by_key = db.exec(select(Copy).where(*live, col(Copy.key_digest).in_(digests)))
+    copies = sorted(
+        {c.id: c for c in [*by_subject, *by_key]}.values(), key=lambda c: c.id or 0
     )
     found = []
     for copy in copies:
