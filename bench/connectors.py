@@ -548,7 +548,8 @@ class SapCase(Case):
     @staticmethod
     def _read(http: httpx.Client, bp: str) -> dict[str, Any]:
         path = f"A_BusinessPartner('{bp}')"
-        return ok(http.get(path, params={"$expand": SAP_EXPAND}))["d"]  # type: ignore[no-any-return]
+        found: dict[str, Any] = ok(http.get(path, params={"$expand": SAP_EXPAND}))["d"]
+        return found
 
     @staticmethod
     def _patch(

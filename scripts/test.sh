@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-scratch=$(mktemp -d /tmp/lethe-test.XXXXXX)
+scratch=$(mktemp -d)  # /tmp/tmp.*, removed on exit
 chmod 755 "$scratch"
 pids=()
 cleanup() {
