@@ -192,6 +192,26 @@ class SalesforceConnector:
             result[sobject] = list(dict.fromkeys(salesforce_id_18(i) for i in ids))
         return result
 
+    def read_fields(
+        self, sobject: str, ids: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Field values of live records by 18-character id (for reconciliation).
+
+        The values are personal data: callers compare them in memory and keep
+        only counts.
+        """
+        _check_object(self.system, sobject)
+        for name in fields:
+            _check_object(self.system, name)  # a field name has the same shape
+        wanted = ["Id", *[f for f in fields if f != "Id"]]
+        rows = self._org.rows(
+            sobject, [salesforce_id_18(i) for i in ids], all_rows=False, fields=wanted
+        )
+        return {
+            salesforce_id_18(str(row["Id"])): {f: row.get(f) for f in fields}
+            for row in rows
+        }
+
     def locate(self, keys: Keys) -> Located:
         """How many live records each object still holds for the ids."""
         ids = self._keys(keys)

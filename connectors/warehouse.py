@@ -200,6 +200,26 @@ class WarehouseConnector:
         dates = self._retention.dates(outcome.finished_at, bytes_gone=bytes_gone)
         return replace(outcome, dates=dates)
 
+    @_scrubbed("read")
+    def read_fields(
+        self, dataset: str, keys: Sequence[str], columns: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Column values by key (for reconciliation; values stay in memory)."""
+        with self._engine.connect() as conn:
+            target = self._targets(conn, {dataset: list(keys)})[0]
+            missing = [c for c in columns if c not in target.table.c]
+            if missing:
+                raise ConfigError(
+                    f"{self.system}: {dataset} has no column {', '.join(missing)}"
+                )
+            picked = [target.table.c[c] for c in columns]
+            found: dict[str, dict[str, Any]] = {}
+            for chunk in _chunks(target.keys):
+                query = select(target.key, *picked).where(target.key.in_(chunk))
+                for row in conn.execute(query):
+                    found[str(row[0])] = dict(zip(columns, row[1:], strict=True))
+        return found
+
     @_scrubbed("verify")
     def verify(self, keys: Keys) -> Evidence:
         with self._engine.connect() as conn:

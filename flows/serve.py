@@ -16,7 +16,11 @@ from typing import Any
 
 from lethe.errors import ConfigError
 
-DEFAULT_SCHEDULES = {"capture": "0 2 * * *", "recheck": "30 3 * * *"}
+DEFAULT_SCHEDULES = {
+    "capture": "0 2 * * *",
+    "recheck": "30 3 * * *",
+    "divergence": "0 5 * * *",
+}
 
 
 def schedules_of(raw: Mapping[str, Any] | None) -> dict[str, str]:
@@ -47,6 +51,7 @@ def require_server() -> str:
 
 def deployments(schedules: Mapping[str, str]) -> list[Any]:
     from flows.capture import capture_lineage
+    from flows.divergence import check_divergence
     from flows.recheck import recheck_requests
 
     try:
@@ -56,6 +61,9 @@ def deployments(schedules: Mapping[str, str]) -> list[Any]:
             ),
             recheck_requests.to_deployment(
                 name="recheck-requests", cron=schedules["recheck"], tags=["lethe"]
+            ),
+            check_divergence.to_deployment(
+                name="check-divergence", cron=schedules["divergence"], tags=["lethe"]
             ),
         ]
     except ValueError as exc:

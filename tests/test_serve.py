@@ -29,6 +29,7 @@ def test_schedules_default_and_validate() -> None:
     assert schedules_of({"capture": "5 4 * * *"}) == {
         "capture": "5 4 * * *",
         "recheck": "30 3 * * *",
+        "divergence": "0 5 * * *",
     }
     with pytest.raises(ConfigError, match="five fields"):
         schedules_of({"capture": "daily"})
@@ -63,7 +64,7 @@ def test_serve_registers_scheduled_deployments(home: Path) -> None:
         found: dict[str, str] = {}
         deadline = time.monotonic() + 60
         with get_client(sync_client=True) as client:
-            while len(found) < 2 and time.monotonic() < deadline:
+            while len(found) < 3 and time.monotonic() < deadline:
                 assert process.poll() is None, process.stdout.read().decode()
                 for deployment in client.read_deployments():
                     if "lethe" in (deployment.tags or []) and deployment.schedules:
@@ -72,6 +73,7 @@ def test_serve_registers_scheduled_deployments(home: Path) -> None:
         assert found == {
             "capture-lineage": "15 1 * * *",
             "recheck-requests": "30 3 * * *",
+            "check-divergence": "0 5 * * *",
         }
     finally:
         process.send_signal(signal.SIGINT)

@@ -99,3 +99,29 @@ def _register() -> None:
 
 
 _register()
+
+
+@app.command()
+@handled
+@needs_ledger
+def divergence(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Compare downstream copies with the source of truth; exit 1 on an alert."""
+    from flows.divergence import check_divergence
+    from flows.estate import current_estate
+
+    current_estate()  # a missing or bad estate file fails before Prefect starts
+    results = check_divergence()
+    if json_out:
+        print_json(results)
+    else:
+        for name, r in results.items():
+            flag = "ALERT" if r["alert"] else "ok"
+            console.print(
+                f"{name}: {r['divergent']} of {r['compared']} sampled copies differ "
+                f"({r['ratio']:.1%}; threshold {r['threshold']:.1%}) {flag}",
+                markup=False,
+            )
+    if any(r["alert"] for r in results.values()):
+        raise typer.Exit(1)

@@ -15,6 +15,7 @@ def serve() -> None:
     schedules = schedules_of(current_estate().schedules)
     console.print(
         f"serving on {url}: capture-lineage at '{schedules['capture']}', "
-        f"recheck-requests at '{schedules['recheck']}'; Ctrl-C stops"
+        f"recheck-requests at '{schedules['recheck']}', check-divergence at "
+        f"'{schedules['divergence']}'; Ctrl-C stops"
     )
     serve_forever(schedules)

@@ -192,6 +192,17 @@ def _settings(workdir: Path, warehouse_url: str, step_seconds: float) -> dict[st
         },
         "flows": FLOWS,
         "policy": {"erp": {"action": "retain", "basis": RETENTION_BASIS}},
+        "divergence": [
+            {
+                "name": "contact_country",
+                "source": "salesforce:Contact",
+                "source_field": "MailingCountry",
+                "target": "warehouse:raw.sf_contact",
+                "target_field": "country",
+                "sample": 100,
+                "threshold": 0.05,
+            }
+        ],
         # Who read Salesforce, by pipeline_id: erp_sync's copies are keyed by
         # partner number, which only its manifests know; lethe's own reads
         # make no copy.
