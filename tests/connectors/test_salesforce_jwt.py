@@ -17,27 +17,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from fastapi import FastAPI
 
 from connectors._salesforce_auth import JWT_BEARER, jwt_assertion
 from connectors.salesforce import SalesforceConnector
-from lethe.emulators import EmulatorServer, Faults
+from lethe.emulators import EmulatorServer
 from lethe.emulators.salesforce import SalesforceStore, create_app
 from lethe.errors import ConfigError
+from tests._salesforce import Swap, serve_swapped
 
 USER = "integration@example.org"
 KEY = "3MVG9consumer.key"
 TOKEN = "/services/oauth2/token"
-
-
-class _Swap:
-    def __init__(self) -> None:
-        self.app: FastAPI | None = None
-        self.state = SimpleNamespace(faults=Faults())
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        assert self.app is not None
-        await self.app(scope, receive, send)
 
 
 class Clock:
@@ -80,10 +70,8 @@ def keys() -> tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[EmulatorServer, _Swap]]:
-    swap = _Swap()
-    with EmulatorServer(swap) as running:  # type: ignore[arg-type]
-        yield running, swap
+def server() -> Iterator[tuple[EmulatorServer, Swap]]:
+    yield from serve_swapped()
 
 
 @pytest.fixture

@@ -7,89 +7,30 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from connectors.base import Outcome
 from connectors.salesforce import SalesforceConnector
-from lethe.emulators import EmulatorServer, Faults
-from lethe.emulators.salesforce import SalesforceStore, create_app
+from lethe.emulators import EmulatorServer
+from lethe.emulators.salesforce import SalesforceStore
 from lethe.errors import ConfigError, InputError, TransientConnectorError
+from tests._salesforce import Swap, org_factory, serve_swapped
 
 V = "/services/data/v60.0"
 
 
-class _Swap:
-    """One loopback server for the module; each test mounts its own org."""
-
-    def __init__(self) -> None:
-        self.app: FastAPI | None = None
-        self.state = SimpleNamespace(faults=Faults())
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        assert self.app is not None
-        await self.app(scope, receive, send)
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[EmulatorServer, _Swap]]:
-    swap = _Swap()
-    with EmulatorServer(swap) as running:  # type: ignore[arg-type]
-        yield running, swap
-
-
-@dataclass
-class Org:
-    store: SalesforceStore
-    app: FastAPI
-    connector: SalesforceConnector
-    base_url: str
-
-    @property
-    def faults(self) -> Faults:
-        return self.app.state.faults  # type: ignore[no-any-return]
+def server() -> Iterator[tuple[EmulatorServer, Swap]]:
+    yield from serve_swapped()
 
 
 @pytest.fixture
-def make_org(server: tuple[EmulatorServer, _Swap]) -> Iterator[Any]:
-    running, swap = server
-    made: list[SalesforceConnector] = []
-
-    def make(
-        *,
-        base_url: str | None = None,
-        max_attempts: int = 4,
-        transport: httpx.BaseTransport | None = None,
-        connector_version: str = "v60.0",
-        **settings: Any,
-    ) -> Org:
-        store = SalesforceStore()
-        settings.setdefault("bulk_step_seconds", 0.02)
-        swap.app = create_app(
-            store, client_id="cid", client_secret="secret", **settings
-        )
-        connector = SalesforceConnector(
-            system="crm",
-            base_url=base_url or running.base_url,
-            client_id="cid",
-            client_secret="secret",
-            api_version=connector_version,
-            timeout=5.0,
-            poll_interval=0.01,
-            max_attempts=max_attempts,
-            transport=transport,
-        )
-        made.append(connector)
-        return Org(store, swap.app, connector, running.base_url)
-
-    yield make
-    for connector in made:
-        connector.close()
+def make_org(server: tuple[EmulatorServer, Swap]) -> Iterator[Any]:
+    yield from org_factory(*server)
 
 
 @dataclass

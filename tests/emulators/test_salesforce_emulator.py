@@ -6,36 +6,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from lethe.emulators import EmulatorServer, Faults
+from lethe.emulators import EmulatorServer
 from lethe.emulators.salesforce import SalesforceStore, create_app
+from tests._salesforce import Swap, serve_swapped
 
 V = "/services/data/v60.0"
 
 
-class _Swap:
-    """One loopback server for the module; each test mounts its own org."""
-
-    def __init__(self) -> None:
-        self.app: FastAPI | None = None
-        self.state = SimpleNamespace(faults=Faults())
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        assert self.app is not None
-        await self.app(scope, receive, send)
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[EmulatorServer, _Swap]]:
-    swap = _Swap()
-    with EmulatorServer(swap) as running:  # type: ignore[arg-type]
-        yield running, swap
+def server() -> Iterator[tuple[EmulatorServer, Swap]]:
+    yield from serve_swapped()
 
 
 @dataclass
@@ -68,7 +54,7 @@ class Clock:
 
 
 @pytest.fixture
-def make_org(server: tuple[EmulatorServer, _Swap]) -> Iterator[Any]:
+def make_org(server: tuple[EmulatorServer, Swap]) -> Iterator[Any]:
     running, swap = server
     clients: list[httpx.Client] = []
 
