@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from connectors._http import json_object, raise_if_transient, request
+from connectors._jobs import all_filed, file_missing
 from connectors._resilience import retry_after_seconds
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
 from lethe.errors import ConfigError, ConnectorError
@@ -146,10 +147,7 @@ class MixpanelConnector:
                 status="done", action="none", detail="no keys given; nothing filed"
             )
         earlier = self._find(batches, live_only=True) if len(batches) > 1 else [None]
-        job_ids = [
-            found["tracking_id"] if found else self._file(batch)
-            for batch, found in zip(batches, earlier, strict=True)
-        ]
+        job_ids = file_missing(batches, earlier, self._file, id_field="tracking_id")
         logger.info("%s: %d deletion task(s) filed or found", self.system, len(job_ids))
         return Outcome(
             status="pending",
@@ -167,10 +165,7 @@ class MixpanelConnector:
         batches = self._batches(keys)
         if not batches:
             return None
-        found = self._find(batches, live_only=False)
-        if any(f is None for f in found):
-            return None
-        return ",".join(str(f["tracking_id"]) for f in found if f)
+        return all_filed(self._find(batches, live_only=False), id_field="tracking_id")
 
     def poll(self, job_id: str, keys: Keys) -> Outcome:
         """Done only when every task is SUCCESS; any bad ending fails it."""

@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 
 from connectors._http import json_object, raise_if_transient, request
+from connectors._jobs import all_filed, file_missing
 from connectors._resilience import (
     Pacer,
     RetryPolicy,
@@ -168,10 +169,7 @@ class SegmentConnector:
                 status="done", action="none", detail="no keys given; nothing filed"
             )
         earlier = self._find(batches) if len(batches) > 1 else [None]
-        job_ids = [
-            found["id"] if found else self._file(batch)
-            for batch, found in zip(batches, earlier, strict=True)
-        ]
+        job_ids = file_missing(batches, earlier, self._file, id_field="id")
         logger.info("%s: %d regulation(s) filed or found", self.system, len(job_ids))
         return Outcome(
             status="pending",
@@ -189,10 +187,7 @@ class SegmentConnector:
         batches = self._batches(keys)
         if not batches:
             return None
-        found = self._find(batches)
-        if any(f is None for f in found):
-            return None
-        return ",".join(f["id"] for f in found if f)
+        return all_filed(self._find(batches), id_field="id")
 
     def poll(self, job_id: str, keys: Keys) -> Outcome:
         """Done only when every regulation and every destination is FINISHED."""
