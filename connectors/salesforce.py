@@ -1,12 +1,21 @@
 """Salesforce: find a subject's Contacts, Leads and Cases, erase them with Bulk
-API 2.0 ``hardDelete`` jobs, and prove with ``query`` and ``queryAll`` that
-nothing is left, not even in the Recycle Bin.
+API 2.0 ``hardDelete`` jobs (or, for small steps when configured, one sObject
+Collections delete), and prove with ``query`` and ``queryAll`` what is left.
 
 Why these calls (vendor-apis.md §1, §7):
 
 - ``hardDelete`` skips the Recycle Bin, where a plain delete would leave the
   record readable for 15 days. It needs the "Bulk API Hard Delete" permission
   on the integration user; without it the job fails and the outcome says so.
+- ``delete_mode`` chooses between them per system. ``hard`` (the default)
+  hard-deletes at every size, and verification wants ``queryAll`` empty.
+  ``by_size`` sends a step whose ids fit one collection call (at most 200,
+  all objects together) to ``DELETE /composite/sobjects``, a soft delete
+  (``_salesforce_composite``): the outcome is "deleted", physically purged by
+  the day the Recycle Bin lets go, and verification accepts records that
+  ``queryAll`` shows with ``IsDeleted`` true. Larger steps still use
+  ``hardDelete``. The rule reads only the keys, so a re-run, ``find_job`` and
+  ``verify`` always agree with the submit on which path a step took.
 - A Contact that Cases still reference cannot be deleted, so the jobs run one
   object at a time, children first: Case, then Contact, then Lead, then
   Individual if the keys name any (objects this module does not know run
@@ -54,6 +63,11 @@ import phonenumbers
 from connectors._resilience import Pacer, RetryPolicy, pacer_for
 from connectors._salesforce_auth import build_grant
 from connectors._salesforce_bulk import NOT_FINAL, RUNNING, BulkJobs, vendor_time
+from connectors._salesforce_composite import (
+    COLLECTION_CAP,
+    delete_collection,
+    soft_outcome,
+)
 from connectors._salesforce_events import api_events
 from connectors._salesforce_http import OrgSession, error_code, failure
 from connectors._salesforce_individuals import (
@@ -63,6 +77,7 @@ from connectors._salesforce_individuals import (
     linked_ids,
 )
 from connectors._salesforce_soql import in_lists, select, soql_literal, where_in
+from connectors._salesforce_verify import evidence
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
 from lethe.errors import ConfigError, ConnectorError, InputError
 from lethe.identity import salesforce_id_18
@@ -80,6 +95,7 @@ _SNAPSHOT_FIELDS = {
     "Account": ("Id", "Phone"),
 }
 _ABSENT_CODES = frozenset({"NOT_FOUND", "ENTITY_IS_DELETED"})
+DELETE_MODES = ("hard", "by_size")
 _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _VERSION = re.compile(r"^v?(\d{2,3}\.\d)$")
 
@@ -109,6 +125,9 @@ class SalesforceConnector:
     RSA key of the app's certificate as ``private_key_pem`` or
     ``private_key_file``; ``audience`` is https://test.salesforce.com for a
     sandbox).
+
+    ``delete_mode`` is ``hard`` (Bulk ``hardDelete`` at every size) or
+    ``by_size`` (a collection soft delete for steps of at most 200 ids).
     """
 
     capabilities = Capabilities(
@@ -128,6 +147,7 @@ class SalesforceConnector:
         private_key_file: str | Path | None = None,
         audience: str = "https://login.salesforce.com",
         api_version: str = "v60.0",
+        delete_mode: str = "hard",
         timeout: float = 10.0,
         poll_interval: float = 0.5,
         transport: httpx.BaseTransport | None = None,
@@ -143,6 +163,11 @@ class SalesforceConnector:
             raise ConfigError(
                 f"{system}: api_version must look like v60.0; check the estate file"
             )
+        if delete_mode not in DELETE_MODES:
+            raise ConfigError(
+                f"{system}: delete_mode must be hard or by_size, not "
+                f"{str(delete_mode)[:20]!r}; check the estate file"
+            )
         grant = build_grant(
             system,
             auth=auth,
@@ -156,8 +181,11 @@ class SalesforceConnector:
         )
         self.system = system
         self.poll_interval = poll_interval
+        self.delete_mode = delete_mode
         self.capabilities = replace(
-            self.capabilities, rate_limit_per_second=rate_limit_per_second
+            self.capabilities,
+            hard_delete=delete_mode == "hard",
+            rate_limit_per_second=rate_limit_per_second,
         )
         self._version = f"v{match.group(1)}"
         self._data = f"/services/data/{self._version}"
@@ -377,15 +405,51 @@ class SalesforceConnector:
         report = self._individuals.flag(linked_ids(rows), records_found=len(rows))
         return live, report
 
+    def _one_call(self, ids: dict[str, list[str]]) -> bool:
+        """Whether this step takes the collection delete (``by_size``, <= 200)."""
+        total = sum(len(values) for values in ids.values())
+        return self.delete_mode == "by_size" and total <= COLLECTION_CAP
+
     def submit(self, keys: Keys, *, idempotency_key: str) -> Outcome:
-        """Flag the Individuals, then file the first object's hardDelete job."""
+        """Flag the Individuals, then delete: one collection call for a step
+        that takes it (a done Outcome, no job id), else the first object's
+        hardDelete job."""
         ids = self._keys(keys)
+        if self._one_call(ids):
+            return self._delete_small(ids)
         live, report = self._people(ids)
         outcome = self._next_job([], ids, self._order(ids), idempotency_key, live)
-        if report is None:
-            return outcome
-        detail = "; ".join(part for part in (outcome.detail, report.describe()) if part)
-        return replace(outcome, detail=detail)
+        return _with_report(outcome, report)
+
+    def _delete_small(self, ids: dict[str, list[str]]) -> Outcome:
+        """Every id the org still holds, children first, in one collection call.
+
+        queryAll finds the records live or in the Recycle Bin; ids it does not
+        return are held nowhere and left out, so they cannot fail the call.
+        Binned ones answer ENTITY_IS_DELETED, which counts as deleted: that is
+        how a re-run after a crash between the call and the ledger ends.
+        """
+        held: list[str] = []
+        people: list[dict[str, Any]] = []
+        for sobject in self._order(ids):
+            fields = ("Id", "IsDeleted") + (
+                ("IndividualId",) if sobject in PEOPLE else ()
+            )
+            rows = self._org.rows(sobject, ids[sobject], all_rows=True, fields=fields)
+            people.extend(rows if sobject in PEOPLE else ())
+            held.extend(salesforce_id_18(str(row["Id"])) for row in rows)
+        report = None
+        if any(sobject in PEOPLE for sobject in ids):
+            report = self._individuals.flag(
+                linked_ids(people), records_found=len(people)
+            )
+        held = list(dict.fromkeys(held))
+        if not held:
+            gone = Outcome(
+                status="done", action="already_absent", finished_at=datetime.now(UTC)
+            )
+            return _with_report(gone, report)
+        return _with_report(soft_outcome(delete_collection(self._org, held)), report)
 
     def _next_job(
         self,
@@ -462,8 +526,14 @@ class SalesforceConnector:
         return self._next_job(job_ids, ids, after, "poll")
 
     def find_job(self, keys: Keys, *, idempotency_key: str) -> str | None:
-        """The newest unfinished hardDelete job on one of the keys' objects."""
-        objects = set(self._keys(keys))
+        """The newest unfinished hardDelete job on one of the keys' objects.
+
+        None for a step that takes the collection delete: it files no job.
+        """
+        ids = self._keys(keys)
+        if self._one_call(ids):
+            return None
+        objects = set(ids)
         found = [
             info
             for info in self._bulk.listing()
@@ -481,53 +551,12 @@ class SalesforceConnector:
     def verify(self, keys: Keys) -> Evidence:
         """Re-read with query and queryAll: zero everywhere, or say what is left.
 
-        The Individuals behind Contacts and Leads still readable are checked
-        too (flagged and blanked, or gone); once the records are hard-deleted
-        they can no longer be found, and the detail says so.
+        A step that took the collection delete counts records queryAll shows
+        with IsDeleted true (the Recycle Bin) as deleted; ``_salesforce_verify``
+        has the rules, the Individuals check included.
         """
         ids = self._keys(keys)
-        observed: dict[str, int] = {}
-        left: list[str] = []
-        people: list[dict[str, Any]] = []
-        for sobject, values in ids.items():
-            fields = ("Id", "IsDeleted") + (
-                ("IndividualId",) if sobject in PEOPLE else ()
-            )
-            live = self._org.rows(sobject, values, all_rows=False, fields=fields)
-            every = self._org.rows(sobject, values, all_rows=True, fields=fields)
-            observed[f"{sobject}.query"] = len(live)
-            observed[f"{sobject}.queryAll"] = len(every)
-            people.extend(every if sobject in PEOPLE else ())
-            left.extend(_leftovers(sobject, live, every))
-        verified = all(count == 0 for count in observed.values())
-        notes = list(left)
-        if any(sobject in PEOPLE for sobject in ids):
-            unhandled = self._check_individuals(people, observed, notes)
-            verified = verified and unhandled == 0
-        return Evidence(
-            verified=verified,
-            observed=observed,
-            checked_at=datetime.now(UTC),
-            detail="; ".join(notes)
-            if left
-            else "; ".join(["no record left, live or in the Recycle Bin", *notes]),
-        )
-
-    def _check_individuals(
-        self, people: list[dict[str, Any]], observed: dict[str, int], notes: list[str]
-    ) -> int:
-        linked = linked_ids(people)
-        unhandled = self._individuals.unhandled(linked)
-        observed["Individual.linked"] = len(linked)
-        observed["Individual.unflagged"] = unhandled
-        if not people:
-            notes.append(IndividualReport(records_found=0).describe())
-        elif unhandled:
-            notes.append(
-                f"{unhandled} Individuals are neither flagged ShouldForget and "
-                "blanked nor gone"
-            )
-        return unhandled
+        return evidence(self._org, self._individuals, ids, soft=self._one_call(ids))
 
 
 def _check_object(system: str, sobject: str) -> None:
@@ -538,16 +567,8 @@ def _check_object(system: str, sobject: str) -> None:
         )
 
 
-def _leftovers(
-    sobject: str, live: list[dict[str, Any]], every: list[dict[str, Any]]
-) -> list[str]:
-    left = []
-    binned = sum(1 for row in every if row.get("IsDeleted"))
-    if live:
-        left.append(f"{len(live)} {sobject} records are still live")
-    if binned:
-        left.append(
-            f"{binned} {sobject} records remain in the Recycle Bin "
-            "(soft-deleted, still readable through queryAll)"
-        )
-    return left
+def _with_report(outcome: Outcome, report: IndividualReport | None) -> Outcome:
+    if report is None:
+        return outcome
+    detail = "; ".join(part for part in (outcome.detail, report.describe()) if part)
+    return replace(outcome, detail=detail)

@@ -6,7 +6,9 @@ forwards to whichever emulator app the current test built.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -51,6 +53,11 @@ class Org:
     def faults(self) -> Faults:
         return self.app.state.faults  # type: ignore[no-any-return]
 
+    @property
+    def calls(self) -> Counter[str]:
+        """Data API calls the org served, by ``"METHOD /services/data/..."``."""
+        return self.app.state.calls  # type: ignore[no-any-return]
+
 
 def org_factory(running: EmulatorServer, swap: Swap) -> Iterator[Any]:
     """Body of a ``make_org`` fixture: ``make(...)`` builds a fresh org and its
@@ -65,6 +72,8 @@ def org_factory(running: EmulatorServer, swap: Swap) -> Iterator[Any]:
         max_attempts: int = 4,
         transport: httpx.BaseTransport | None = None,
         connector_version: str = "v60.0",
+        delete_mode: str = "hard",
+        sleep: Callable[[float], None] = time.sleep,
         **settings: Any,
     ) -> Org:
         store = SalesforceStore()
@@ -82,6 +91,8 @@ def org_factory(running: EmulatorServer, swap: Swap) -> Iterator[Any]:
             poll_interval=0.01,
             max_attempts=max_attempts,
             transport=transport,
+            delete_mode=delete_mode,
+            sleep=sleep,
         )
         made.append(connector)
         return Org(store, swap.app, connector, running.base_url)

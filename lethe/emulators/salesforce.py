@@ -12,6 +12,12 @@ work only when it completes. A Contact that live Cases still reference cannot
 be deleted, as in a real org, so callers must delete children first. A record
 read (``GET /sobjects/{Object}/{Id}``) answers the documented 404s: NOT_FOUND
 for an id the org does not hold, ENTITY_IS_DELETED for one in the Recycle Bin.
+The sObject Collections delete (API 42.0+) answers as documented: 400 with an
+error body for a request it cannot take (no ids, more than 200), otherwise 200
+with one DeleteResult per id in request order, ``success`` false and the
+org's ``statusCode`` (MALFORMED_ID, ENTITY_IS_DELETED for an id already in the
+Recycle Bin, DELETE_FAILED) for the ids it refused. The code for a missing
+``ids`` list (MISSING_ARGUMENT) is the emulator's choice; the doc names none.
 The token endpoint (``_salesforce_oauth``) takes client credentials and the
 JWT bearer flow; each client id runs as its own integration user. Every query
 call is logged as an ApiEvent row (``_salesforce_events``), readable with
@@ -28,7 +34,10 @@ job it cannot run.
 This module is the HTTP surface; the query language, the records and the job
 clock live in ``_salesforce_soql``, ``_salesforce_store`` and
 ``_salesforce_schema``; users, sessions and ApiEvent rows in
-``_salesforce_sessions`` and ``_salesforce_events``.
+``_salesforce_sessions`` and ``_salesforce_events``. ``app.state.calls``
+counts the data API calls the org served (past faults and the session check),
+keyed ``"METHOD /services/data/vXX.X/path"``, so tests can say how many calls
+of a kind a connector made.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import io
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +87,7 @@ __all__ = [
 
 _VERSION = re.compile(r"^/services/data/v(\d+\.\d)(/.*)?$")
 _JOBS_PAGE = 1000
+_COLLECTIONS_SINCE = 42.0
 
 
 @dataclass
@@ -152,6 +163,7 @@ def create_app(
     app = FastAPI(title="Salesforce emulator", docs_url=None, redoc_url=None)
     app.state.store = store
     app.state.faults = Faults()
+    app.state.calls = Counter()
     _install_gate(app, store, settings)
     install_faults(app, app.state.faults)
     _install_errors(app)
@@ -193,6 +205,7 @@ def _install_gate(app: FastAPI, store: SalesforceStore, settings: _Settings) -> 
             )
             return _error_response(expired)
         request.state.caller = caller
+        app.state.calls[f"{request.method} {path.rstrip('/')}"] += 1
         calls = store.count_api_call()
         usage = {"Sforce-Limit-Info": f"api-usage={calls}/{settings.api_limit}"}
         if calls > settings.api_limit:
@@ -300,16 +313,21 @@ def _install_sobjects(app: FastAPI, store: SalesforceStore) -> None:
 
     @app.delete("/services/data/{version}/composite/sobjects")
     async def delete_collection(
-        ids: str = "", allOrNone: str = "false"
+        version: str, ids: str = "", allOrNone: str = "false"
     ) -> list[dict[str, Any]]:
-        id_list = [value for value in ids.split(",") if value]
+        _check_collections_version(version)
+        id_list = [value.strip() for value in ids.split(",") if value.strip()]
+        if not id_list:
+            why = "ids: a comma-separated list of record ids is required"
+            raise SalesforceError(400, "MISSING_ARGUMENT", why)
         _check_collection_size(len(id_list))
         operations = [store.delete_op(record_id) for record_id in id_list]
         errors = store.write_many(operations, all_or_none=allOrNone.lower() == "true")
         return _collection_results(id_list, errors)
 
     @app.patch("/services/data/{version}/composite/sobjects")
-    async def update_collection(request: Request) -> list[dict[str, Any]]:
+    async def update_collection(version: str, request: Request) -> list[dict[str, Any]]:
+        _check_collections_version(version)
         body = await _json_body(request)
         records = body.get("records") if isinstance(body, dict) else None
         if not isinstance(records, list):
@@ -360,6 +378,12 @@ def _field_list(schema: dict[str, str], sobject: str, fields: str | None) -> lis
             raise SalesforceError(400, "INVALID_FIELD", why, [name])
         names.append(lower[name.lower()])
     return names
+
+
+def _check_collections_version(version: str) -> None:
+    """sObject Collections exist from API 42.0; older versions do not serve them."""
+    if float(version.lstrip("v")) < _COLLECTIONS_SINCE:
+        raise not_found()
 
 
 def _check_collection_size(count: int) -> None:
