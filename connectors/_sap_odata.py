@@ -1,6 +1,6 @@
 """The OData V2 wire details the SAP Business Partner connector relies on:
 literals and key predicates, entity types and their keys, the ``{"d": ...}``
-envelope, SAP's error body, and the CSRF "Required" answer.
+envelope, SAP's error body, the CSRF "Required" answer, and JSON dates.
 
 Kept apart from ``sap.py`` so the connector reads as the block-and-anonymise
 steps. Nothing here talks HTTP; it only reads and writes what HTTP carries.
@@ -8,7 +8,9 @@ steps. Nothing here talks HTTP; it only reads and writes what HTTP carries.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -69,7 +71,9 @@ def count_entries(partner: Mapping[str, Any], nav: str) -> int:
     )
 
 
-def payload(response: httpx.Response, system: str, op: str) -> dict[str, Any]:
+def payload(
+    response: httpx.Response, system: str, op: str, *, setting: str = "base_url"
+) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -77,10 +81,45 @@ def payload(response: httpx.Response, system: str, op: str) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("d"), dict):
         raise ConnectorError(
             f"{system}: {op} answered HTTP {response.status_code} without OData JSON; "
-            "check base_url and that the service speaks OData V2",
+            f"check {setting} and that the service speaks OData V2",
             status=response.status_code,
         )
     return body["d"]
+
+
+_JSON_DATE = re.compile(r"/Date\((-?\d+)(?:([+-])(\d{4}))?\)/")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def odata_date(value: object) -> date | None:
+    """The calendar date an OData V2 JSON date names, or None if it is not one.
+
+    ``/Date(<ms>)/`` counts milliseconds from 1970-01-01 UTC (negative before
+    it); Edm.DateTime values with SAP's date display format are midnight UTC
+    of their day. ``/Date(<ms>+0060)/``, the Edm.DateTimeOffset form, adds the
+    offset in minutes (the OData V2 JSON format says minutes, not hhmm) to
+    give the local date. ISO 8601 text, which some gateways send for
+    DateTimeOffset, is read as written.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _JSON_DATE.fullmatch(value.strip())
+    if match is None:
+        return _iso_date(value.strip())
+    ms, sign, minutes = int(match[1]), match[2], int(match[3] or 0)
+    shift = minutes if sign != "-" else -minutes
+    try:
+        moment = _EPOCH + timedelta(milliseconds=ms, minutes=shift)
+    except OverflowError:
+        return None
+    return moment.date()
+
+
+def _iso_date(text: str) -> date | None:
+    try:
+        return datetime.fromisoformat(text).date()
+    except ValueError:
+        return None
 
 
 def is_odata_error(response: httpx.Response) -> bool:

@@ -24,7 +24,21 @@ skipped: erase is idempotent. ``confirm_absent`` tells a partner SAP does not
 hold (the documented OData 404) from one it retains blocked (failure case
 B05). That is also why every call may be retried in
 place: 429s, 5xx and timeouts are, with backoff and optional pacing
-(``_resilience``); SAP documents no fixed rate, so none is kept by default.
+(``_resilience``, through ``_sap_http``); SAP documents no fixed rate, so none
+is kept by default.
+
+The retention clock runs from the end of the calendar year of the last
+relevant document (§257(5) HGB, §147(4) AO), so ``erase`` first asks
+API_BILLING_DOCUMENT_SRV (``billing_base_url``, by default the sibling of
+``base_url``; scenario SAP_COM_0120) for each partner's latest billing document
+that is not cancelled, and puts the latest across the step's partners on the
+outcome as ``dates["last_document"]``. A cancellation document (type S1) is
+itself such a document, so cancelling an invoice never shortens the clock.
+``retained_until`` stays end of this year plus ``retention_years``: the
+policy, which knows the rule per record class, computes the until-date from
+``last_document``. The look-up runs before any write, so a wrong
+``billing_base_url`` changes nothing; ``read_billing_documents=False`` skips
+it for a system that does not expose the service.
 """
 
 from __future__ import annotations
@@ -38,33 +52,22 @@ from typing import Any
 
 import httpx
 
-from connectors._resilience import (
-    Pacer,
-    RetryPolicy,
-    call_with_retries,
-    pacer_for,
-    parse_retry_after,
-    retry_logger,
-)
+from connectors._resilience import Pacer, RetryPolicy, pacer_for
+from connectors._sap_http import BILLING, SapHttp
 from connectors._sap_odata import (
     chunks,
     count_entries,
-    csrf_required,
     entity_path,
     entity_set,
     is_odata_error,
     keys_of,
     literal,
     nav_results,
+    odata_date,
     payload,
 )
 from connectors.base import Capabilities, Evidence, Keys, Located, Outcome
-from lethe.errors import (
-    ConfigError,
-    ConnectorError,
-    InputError,
-    TransientConnectorError,
-)
+from lethe.errors import ConfigError, ConnectorError, InputError
 from lethe.identity import normalize_email
 
 __all__ = ["SapBusinessPartnerConnector"]
@@ -72,6 +75,7 @@ __all__ = ["SapBusinessPartnerConnector"]
 logger = logging.getLogger(__name__)
 
 DATASET = "A_BusinessPartner"
+BILLING_SET = "A_BillingDocument"
 PLACEHOLDER = "ERASED"
 _EXPAND = (
     "to_BusinessPartnerAddress/to_EmailAddress,"
@@ -96,7 +100,8 @@ _COMMUNICATION = ("to_EmailAddress", "to_PhoneNumber")
 
 
 class SapBusinessPartnerConnector:
-    """One S/4HANA system, reached through its API_BUSINESS_PARTNER service root."""
+    """One S/4HANA system, reached through its API_BUSINESS_PARTNER service root
+    (``base_url``) and its API_BILLING_DOCUMENT_SRV root (``billing_base_url``)."""
 
     capabilities = Capabilities(anonymise=True, hard_delete=False, batch_cap=200)
 
@@ -117,35 +122,39 @@ class SapBusinessPartnerConnector:
         rate_limit_per_second: float | None = None,
         pacer: Pacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        billing_base_url: str | None = None,
+        read_billing_documents: bool = True,
     ) -> None:
         self.system = system
         self.capabilities = replace(
             self.capabilities, rate_limit_per_second=rate_limit_per_second
         )
-        self._policy = RetryPolicy(max_attempts=max_attempts, max_delay=backoff_cap)
-        self._pacer = pacer or pacer_for(f"sap:{system}", rate_limit_per_second)
-        self._sleep = sleep
         self.retention_years = retention_years
         self.retention_basis = retention_basis
-        self._timeout = timeout
         self._customer_changes = {
             "PostingIsBlocked": True,
             "OrderIsBlockedForCustomer": block_reason,
             "DeliveryIsBlocked": block_reason,
             "BillingIsBlockedForCustomer": block_reason,
         }
-        self._root = httpx.URL(base_url.rstrip("/") + "/")
-        self._client = httpx.Client(
-            base_url=self._root,
-            auth=(username, password),
-            timeout=httpx.Timeout(timeout),
+        root = httpx.URL(base_url.rstrip("/") + "/")
+        billing = billing_base_url or str(root.join(f"../{BILLING.name}"))
+        self._billing = httpx.URL(billing.rstrip("/") + "/").join(BILLING_SET)
+        self._read_billing = read_billing_documents
+        self._http = SapHttp(
+            system=system,
+            root=root,
+            username=username,
+            password=password,
+            timeout=timeout,
             transport=transport,
-            headers={"Accept": "application/json"},
+            policy=RetryPolicy(max_attempts=max_attempts, max_delay=backoff_cap),
+            pacer=pacer or pacer_for(f"sap:{system}", rate_limit_per_second),
+            sleep=sleep,
         )
-        self._token: str | None = None
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     # -- resolution --------------------------------------------------------------
 
@@ -159,13 +168,15 @@ class SapBusinessPartnerConnector:
                 f"BusinessPartnerIDByExtSystem eq {literal(x)}" for x in chunk
             )
             params = {"$filter": where, "$select": "BusinessPartner"}
-            rows = self._collect(DATASET, params, op="find partners by external id")
+            rows = self._http.collect(
+                DATASET, params, op="find partners by external id"
+            )
             found |= {row["BusinessPartner"] for row in rows}
         address_ids = self._addresses_with_emails({normalize_email(e) for e in emails})
         for chunk in chunks(sorted(address_ids)):
             where = " or ".join(f"AddressID eq {literal(a)}" for a in chunk)
             params = {"$filter": where, "$select": "BusinessPartner,AddressID"}
-            rows = self._collect(
+            rows = self._http.collect(
                 "A_BusinessPartnerAddress", params, op="find partners by address"
             )
             found |= {row["BusinessPartner"] for row in rows}
@@ -183,7 +194,7 @@ class SapBusinessPartnerConnector:
                 for e in chunk
             )
             params = {"$filter": where, "$select": "AddressID,EmailAddress"}
-            rows = self._collect(
+            rows = self._http.collect(
                 "A_AddressEmailAddress", params, op="find partners by e-mail"
             )
             found |= {r["AddressID"] for r in rows if _same_email(r, wanted)}
@@ -200,19 +211,23 @@ class SapBusinessPartnerConnector:
     def erase(self, keys: Keys, *, idempotency_key: str) -> Outcome:
         """Block and anonymise each partner; retained under the legal basis."""
         ids = self._partner_ids(keys)
-        results = [self._erase_partner(bp) for bp in ids]
-        changed, missing = results.count("changed"), results.count("absent")
+        partners = {bp: self._read_partner(bp) for bp in ids}
+        found = {bp: p for bp, p in partners.items() if p is not None}
+        documents = self._documents_of(found) if self._read_billing else None
+        results = [self._erase_partner(p) for p in found.values()]
+        changed, missing = results.count("changed"), len(ids) - len(found)
         logger.info(
             "%s: erase %s: %d partner(s) blocked and anonymised, %d already were, "
-            "%d not found",
+            "%d not found, %s with a billing document",
             self.system,
             idempotency_key,
             changed,
             results.count("skipped"),
             missing,
+            "?" if documents is None else len(documents),
         )
         finished = datetime.now(UTC)
-        if ids and missing == len(ids):
+        if ids and not found:
             return Outcome(
                 status="done",
                 action="already_absent",
@@ -222,6 +237,7 @@ class SapBusinessPartnerConnector:
         detail = "blocked and anonymised"
         if missing:
             detail += f"; {missing} partner(s) not found"
+        detail += _documents_detail(documents, len(found))
         return Outcome(
             status="done",
             action="retained",
@@ -230,7 +246,19 @@ class SapBusinessPartnerConnector:
             basis=self.retention_basis,
             detail=detail,
             finished_at=finished,
+            dates=_last_document(documents),
         )
+
+    def last_document_dates(self, keys: Keys) -> dict[str, date]:
+        """Each partner's latest billing document that is not cancelled, by date.
+
+        Partners with no such document (no customer role, none billed, or not
+        found) are absent. One read of the partner's customer number and one
+        billing query (``$orderby=BillingDocumentDate desc&$top=1``) per
+        partner.
+        """
+        partners = {bp: self._customer_of(bp) for bp in self._partner_ids(keys)}
+        return self._latest_documents(partners)
 
     def verify(self, keys: Keys) -> Evidence:
         """Re-read every partner: blocked, anonymised, no e-mail or phone left."""
@@ -274,8 +302,8 @@ class SapBusinessPartnerConnector:
 
     def _probe_service(self) -> None:
         op = "read service document"
-        response = self._send("GET", "", op=op)
-        self._raise_for(response, op)
+        response = self._http.send("GET", "", op=op)
+        self._http.raise_for(response, op)
         sets = payload(response, self.system, op).get("EntitySets")
         if not isinstance(sets, list) or DATASET not in sets:
             raise ConfigError(
@@ -287,19 +315,73 @@ class SapBusinessPartnerConnector:
         op = "read partner"
         path = entity_path(DATASET, {"BusinessPartner": bp})
         params = {"$select": "BusinessPartner"}
-        response = self._send("GET", path, op=op, params=params)
+        response = self._http.send("GET", path, op=op, params=params)
         if response.status_code == 404 and is_odata_error(response):
             return True
-        self._raise_for(response, op)
+        self._http.raise_for(response, op)
         payload(response, self.system, op)
         return False
 
+    # -- billing documents -------------------------------------------------------
+
+    def _documents_of(
+        self, partners: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, date]:
+        customers = {bp: str(p.get("Customer") or "") for bp, p in partners.items()}
+        return self._latest_documents(customers)
+
+    def _customer_of(self, bp: str) -> str:
+        op = "read partner's customer"
+        path = entity_path(DATASET, {"BusinessPartner": bp})
+        params = {"$select": "BusinessPartner,Customer"}
+        response = self._http.send("GET", path, op=op, params=params)
+        if response.status_code == 404 and is_odata_error(response):
+            return ""
+        self._http.raise_for(response, op)
+        return str(payload(response, self.system, op).get("Customer") or "")
+
+    def _latest_documents(self, customers: Mapping[str, str]) -> dict[str, date]:
+        latest = {bp: self._latest_document(c) for bp, c in customers.items() if c}
+        return {bp: day for bp, day in latest.items() if day is not None}
+
+    def _latest_document(self, customer: str) -> date | None:
+        op = "read billing documents"
+        params = {
+            "$filter": f"SoldToParty eq {literal(customer)} "
+            "and BillingDocumentIsCancelled eq false",
+            "$orderby": "BillingDocumentDate desc",
+            "$top": "1",
+            "$select": "BillingDocument,BillingDocumentDate",
+            "$format": "json",
+        }
+        response = self._http.send("GET", self._billing, op=op, params=params)
+        if response.status_code == 404:
+            # A query never 404s for "no match": any 404 is the wrong service.
+            raise ConfigError(
+                f"{self.system}: {op} answered HTTP 404; check {BILLING.setting}, "
+                f"which must be the {BILLING.name} service root"
+            )
+        self._http.raise_for(response, op, BILLING)
+        rows = payload(response, self.system, op, setting=BILLING.setting)
+        results = rows.get("results")
+        if not isinstance(results, list):
+            raise ConnectorError(
+                f"{self.system}: {op} answered without a result list; check "
+                f"{BILLING.setting} and the API version against $metadata"
+            )
+        if not results:
+            return None
+        day = odata_date(results[0].get("BillingDocumentDate"))
+        if day is None:
+            raise ConnectorError(
+                f"{self.system}: {op} gave a BillingDocumentDate that is not an "
+                "OData date; check the API version against $metadata"
+            )
+        return day
+
     # -- one partner -------------------------------------------------------------
 
-    def _erase_partner(self, bp: str) -> str:
-        partner = self._read_partner(bp)
-        if partner is None:
-            return "absent"
+    def _erase_partner(self, partner: Mapping[str, Any]) -> str:
         if self._is_done(partner):
             return "skipped"
         for address in nav_results(partner, "to_BusinessPartnerAddress"):
@@ -329,12 +411,12 @@ class SapBusinessPartnerConnector:
 
     def _read_partner(self, bp: str) -> dict[str, Any] | None:
         path = entity_path(DATASET, {"BusinessPartner": bp})
-        response = self._send(
+        response = self._http.send(
             "GET", path, op="read partner", params={"$expand": _EXPAND}
         )
         if response.status_code == 404 and is_odata_error(response):
             return None
-        self._raise_for(response, "read partner")
+        self._http.raise_for(response, "read partner")
         return payload(response, self.system, "read partner")
 
     def _update(
@@ -342,14 +424,14 @@ class SapBusinessPartnerConnector:
     ) -> None:
         path = entity_path(entity_set(entity), keys_of(entity))
         etag = entity.get("__metadata", {}).get("etag", "*")
-        response = self._write("PATCH", path, op=op, json=changes, if_match=etag)
+        response = self._http.write("PATCH", path, op=op, json=changes, if_match=etag)
         if response.status_code != 412:
             return
         logger.info("%s: %s met a changed entity; re-reading once", self.system, op)
-        fresh = self._send("GET", path, op=op)
-        self._raise_for(fresh, op)
+        fresh = self._http.send("GET", path, op=op)
+        self._http.raise_for(fresh, op)
         etag = payload(fresh, self.system, op).get("__metadata", {}).get("etag", "*")
-        response = self._write("PATCH", path, op=op, json=changes, if_match=etag)
+        response = self._http.write("PATCH", path, op=op, json=changes, if_match=etag)
         if response.status_code == 412:
             raise ConnectorError(
                 f"{self.system}: {op} answered HTTP 412 twice: the entity keeps "
@@ -360,141 +442,9 @@ class SapBusinessPartnerConnector:
     def _delete_entry(self, set_name: str, entry: Mapping[str, Any]) -> None:
         path = entity_path(set_name, keys_of(entry))
         op = "delete communication entry"
-        response = self._write("DELETE", path, op=op)
+        response = self._http.write("DELETE", path, op=op)
         if response.status_code == 404 and is_odata_error(response):
             return  # gone already: a second run after a partial first one
-
-    # -- HTTP ----------------------------------------------------------------------
-
-    def _write(
-        self,
-        method: str,
-        path: str,
-        *,
-        op: str,
-        json: Mapping[str, Any] | None = None,
-        if_match: str | None = None,
-    ) -> httpx.Response:
-        headers = {"If-Match": if_match} if if_match else {}
-        for attempt in (1, 2):
-            headers["x-csrf-token"] = self._csrf_token()
-            response = self._send(method, path, op=op, json=json, headers=headers)
-            if not (csrf_required(response) and attempt == 1):
-                break
-            self._token = None
-        if response.status_code in (404, 412) and is_odata_error(response):
-            return response
-        self._raise_for(response, op)
-        return response
-
-    def _csrf_token(self) -> str:
-        if self._token is None:
-            op = "fetch CSRF token"
-            response = self._send("GET", "", op=op, headers={"x-csrf-token": "Fetch"})
-            self._raise_for(response, op)
-            token = response.headers.get("x-csrf-token", "")
-            if not token or token.lower() == "required":
-                raise ConnectorError(
-                    f"{self.system}: {op} got no token; check that the service "
-                    "root is API_BUSINESS_PARTNER and CSRF protection is standard",
-                    status=response.status_code,
-                )
-            self._token = token
-        return self._token
-
-    def _collect(
-        self, set_name: str, params: Mapping[str, str], *, op: str
-    ) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        url: str | httpx.URL | None = set_name
-        query: Mapping[str, str] | None = params
-        while url is not None:
-            response = self._send("GET", url, op=op, params=query)
-            self._raise_for(response, op)
-            page = payload(response, self.system, op)
-            rows.extend(page.get("results", []))
-            url, query = self._next_link(page.get("__next"), op), None
-        return rows
-
-    def _next_link(self, link: str | None, op: str) -> httpx.URL | None:
-        if not link:
-            return None
-        url = self._root.join(link)
-        if (url.scheme, url.host, url.port) != (
-            self._root.scheme,
-            self._root.host,
-            self._root.port,
-        ):
-            raise ConnectorError(
-                f"{self.system}: {op} was given a next-page link to another host; "
-                "check base_url against the host SAP reports"
-            )
-        return url
-
-    def _send(
-        self, method: str, url: str | httpx.URL, *, op: str, **options: Any
-    ) -> httpx.Response:
-        """One call, paced, with 429, 5xx and timeouts retried.
-
-        Every call here may be repeated: reads, PATCHes of fixed values under
-        If-Match (a lost success comes back as 412 and is re-read), and
-        DELETEs (a lost success comes back as 404, taken as done).
-        """
-        return call_with_retries(
-            lambda: self._attempt(method, url, op=op, **options),
-            policy=self._policy,
-            pacer=self._pacer,
-            sleep=self._sleep,
-            on_retry=retry_logger(logger, self.system, op),
-        )
-
-    def _attempt(
-        self, method: str, url: str | httpx.URL, *, op: str, **options: Any
-    ) -> httpx.Response:
-        try:
-            response = self._client.request(method, url, **options)
-        except httpx.TimeoutException:
-            raise TransientConnectorError(
-                f"{self.system}: {op} timed out after {self._timeout:g} s; "
-                "retry later or raise the timeout"
-            ) from None
-        except httpx.TransportError as exc:
-            raise TransientConnectorError(
-                f"{self.system}: {op} could not reach SAP ({type(exc).__name__}); "
-                "check base_url and the network"
-            ) from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise TransientConnectorError(
-                f"{self.system}: {op} answered HTTP {status}; SAP is busy or "
-                "failing, retry later",
-                status=status,
-                retry_after=parse_retry_after(response),
-            )
-        return response
-
-    def _raise_for(self, response: httpx.Response, op: str) -> None:
-        """Errors for the answers retrying cannot help (``_send`` took the rest)."""
-        status = response.status_code
-        if status < 400:
-            return
-        prefix = f"{self.system}: {op} answered HTTP {status}"
-        if status == 401:
-            raise ConfigError(f"{prefix}; check username and password")
-        if status == 404 and not is_odata_error(response):
-            raise ConfigError(
-                f"{prefix} without an OData error; check base_url, which must be "
-                "the API_BUSINESS_PARTNER service root"
-            )
-        if status == 403:
-            raise ConnectorError(
-                f"{prefix}; check the communication user's authorisations "
-                "(scenario SAP_COM_0008)",
-                status=status,
-            )
-        raise ConnectorError(
-            f"{prefix}; check the API version against $metadata", status=status
-        )
 
     def _partner_ids(self, keys: Keys) -> list[str]:
         unknown = sorted(set(keys) - {DATASET})
@@ -541,6 +491,22 @@ def _problems(observed: Mapping[str, int]) -> list[str]:
     if observed["customers_unblocked"]:
         problems.append(f"{observed['customers_unblocked']} customer(s) not blocked")
     return problems
+
+
+def _documents_detail(documents: Mapping[str, date] | None, partners: int) -> str:
+    if documents is None:
+        return "; billing documents not read (read_billing_documents is off)"
+    if not documents:
+        return "; no billing document found for the partner(s)"
+    if len(documents) < partners:
+        return f"; {partners - len(documents)} partner(s) have no billing document"
+    return ""
+
+
+def _last_document(documents: Mapping[str, date] | None) -> dict[str, str]:
+    if not documents:
+        return {}
+    return {"last_document": max(documents.values()).isoformat()}
 
 
 def _same_email(row: Mapping[str, Any], wanted: set[str]) -> bool:

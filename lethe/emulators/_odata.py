@@ -2,11 +2,11 @@
 
 Kept apart from the service so the protocol reads on its own: how an entity
 set is described (``EntitySet``, ``Nav``), the error body SAP gateways answer
-with, verbose-JSON values (``/Date(ms)/``, booleans, bounded strings), the
-``$filter`` subset compiled to bound SQLite, ``$expand``/``$select``/
-``$orderby``/``$top``-style options, entity-key predicates in resource paths,
-and the service and ``$metadata`` documents. Nothing here knows which entity
-sets exist; callers pass them in.
+with, verbose-JSON values (``/Date(ms)/``, booleans, bounded strings, decimals
+as strings), the ``$filter`` subset compiled to bound SQLite, ``$expand``/
+``$select``/``$orderby``/``$top``/``$format``-style options, entity-key
+predicates in resource paths, and the service and ``$metadata`` documents.
+Nothing here knows which entity sets exist; callers pass them in.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fastapi import Response
@@ -33,9 +34,10 @@ class Nav:
 class EntitySet:
     name: str
     keys: tuple[str, ...]
-    props: dict[str, tuple[str, int]]  # name -> (s|b|d, max length)
+    props: dict[str, tuple[str, int]]  # name -> (s|b|d|n, max length or precision)
     readonly: frozenset[str] = frozenset()
     creatable: bool = True
+    updatable: bool = True
     deletable: bool = True
     etag: bool = False
     navs: dict[str, Nav] = field(default_factory=dict)
@@ -80,6 +82,7 @@ def etag_header(value: str) -> str:
     return f"W/\"'{value}'\""
 
 
+DECIMAL_SCALE = 2
 _DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
 _TOKEN = re.compile(r"\s*(?:(\()|(\))|('(?:[^']|'')*')|([A-Za-z_][\w]*)|(-?\d+))")
 
@@ -98,11 +101,29 @@ def _decode_value(prop: str, kind: str, limit: int, value: Any) -> Any:
         return value
     if kind == "d":
         return _decode_date(prop, value)
+    if kind == "n":
+        return _decode_decimal(prop, limit, value)
     if value is None:
         return ""
     if not isinstance(value, str) or len(value) > limit:
         raise bad_request(f"Property '{prop}' expects a string of at most {limit}")
     return value
+
+
+def _decode_decimal(prop: str, precision: int, value: Any) -> str:
+    # Edm.Decimal travels as a JSON string in OData V2; numbers are taken too.
+    try:
+        number = Decimal(str(value)) if not isinstance(value, bool) else None
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite():
+        raise bad_request(f"Property '{prop}' expects a decimal number")
+    if (
+        len(number.quantize(Decimal(1) / 10**DECIMAL_SCALE).as_tuple().digits)
+        > precision
+    ):
+        raise bad_request(f"Property '{prop}' has more than {precision} digits")
+    return f"{number:.{DECIMAL_SCALE}f}"
 
 
 def _decode_date(prop: str, value: Any) -> str | None:
@@ -300,6 +321,15 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def check_format(query: Mapping[str, str]) -> None:
+    """Allow ``$format=json`` (what is answered anyway); Atom/XML is not emulated."""
+    wanted = query.get("$format")
+    if wanted not in (None, "json"):
+        raise ODataError(
+            501, "/IWBEP/CM_MGW_RT/NOT_EMULATED", "Only $format=json is emulated"
+        )
+
+
 def int_option(query: Mapping[str, str], name: str) -> int | None:
     text = query.get(name)
     if text is None:
@@ -315,11 +345,13 @@ def service_document(entity_sets: Mapping[str, EntitySet]) -> JSONResponse:
 
 def metadata(entity_sets: Mapping[str, EntitySet], namespace: str) -> Response:
     edm = {"s": "Edm.String", "b": "Edm.Boolean", "d": "Edm.DateTime"}
+    edm["n"] = "Edm.Decimal"
     types, assocs, sets, assoc_sets = [], [], [], []
     for spec in entity_sets.values():
         props = "".join(
             f'<Property Name="{p}" Type="{edm[k]}"'
             + (f' MaxLength="{n}"' if k == "s" else "")
+            + (f' Precision="{n}" Scale="{DECIMAL_SCALE}"' if k == "n" else "")
             + (' ConcurrencyMode="Fixed"' if p == "ETag" else "")
             + (' sap:updatable="false"' if p in spec.readonly else "")
             + "/>"
@@ -353,7 +385,8 @@ def metadata(entity_sets: Mapping[str, EntitySet], namespace: str) -> Response:
             )
         sets.append(
             f'<EntitySet Name="{spec.name}" EntityType="{namespace}.{spec.name}Type" '
-            f'sap:creatable="{str(spec.creatable).lower()}" sap:updatable="true" '
+            f'sap:creatable="{str(spec.creatable).lower()}" '
+            f'sap:updatable="{str(spec.updatable).lower()}" '
             f'sap:deletable="{str(spec.deletable).lower()}"/>'
         )
     xml = (

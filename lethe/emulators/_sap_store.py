@@ -1,11 +1,11 @@
-"""API_BUSINESS_PARTNER's entity sets and their SQLite store.
+"""The SQLite store behind the SAP emulator's two services.
 
-``SETS`` is the service's data model: each set's keys, properties with their
-EDM kind and length, read-only properties, ``sap:creatable``/``deletable``
-flags, ETag use and navigation links. ``SapStore`` keeps one table per set and
-applies the rules the real system applies on write: If-Match checks, fresh
-ETags, number ranges for new partners, addresses and persons, and copying a
-partner's name to its customer.
+``SapStore`` keeps one table per entity set of ``_sap_sets`` (business
+partners and billing documents) and applies the rules the real system applies
+on write: If-Match checks, fresh ETags, number ranges for new partners,
+addresses, persons and billing documents, and copying a partner's name to its
+customer. Billing documents are read-only over HTTP; ``add_billing_documents``
+stands for SD billing, which creates them in the real system.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -22,7 +22,6 @@ from typing import Any
 
 from lethe.emulators._odata import (
     EntitySet,
-    Nav,
     ODataError,
     bad_request,
     decode,
@@ -30,115 +29,13 @@ from lethe.emulators._odata import (
     not_found,
     to_sql,
 )
+from lethe.emulators._sap_sets import BILLING_SETS, SETS
 
-COMM_KEYS = {"AddressID": ("s", 10), "Person": ("s", 10), "OrdinalNumber": ("s", 3)}
-SETS: dict[str, EntitySet] = {
-    s.name: s
-    for s in (
-        EntitySet(
-            "A_BusinessPartner",
-            ("BusinessPartner",),
-            {
-                "BusinessPartner": ("s", 10),
-                "Customer": ("s", 10),
-                "BusinessPartnerCategory": ("s", 1),
-                "BusinessPartnerFullName": ("s", 81),
-                "FirstName": ("s", 40),
-                "LastName": ("s", 40),
-                "BirthDate": ("d", 0),
-                "SearchTerm1": ("s", 20),
-                "BusinessPartnerIsBlocked": ("b", 0),
-                "IsMarkedForArchiving": ("b", 0),
-                "BusinessPartnerIDByExtSystem": ("s", 20),
-                "LastChangeDate": ("d", 0),
-                "ETag": ("s", 26),
-            },
-            frozenset({"BusinessPartner", "Customer", "LastChangeDate", "ETag"}),
-            deletable=False,
-            etag=True,
-            navs={
-                "to_BusinessPartnerAddress": Nav(
-                    "A_BusinessPartnerAddress",
-                    True,
-                    (("BusinessPartner", "BusinessPartner"),),
-                ),
-                "to_Customer": Nav("A_Customer", False, (("Customer", "Customer"),)),
-            },
-        ),
-        EntitySet(
-            "A_BusinessPartnerAddress",
-            ("BusinessPartner", "AddressID"),
-            {
-                "BusinessPartner": ("s", 10),
-                "AddressID": ("s", 10),
-                "Person": ("s", 10),
-                "FullName": ("s", 80),
-                "StreetName": ("s", 60),
-                "HouseNumber": ("s", 10),
-                "PostalCode": ("s", 10),
-                "CityName": ("s", 40),
-                "Country": ("s", 3),
-            },
-            frozenset({"BusinessPartner", "AddressID", "Person"}),
-            etag=True,
-            navs={
-                nav: Nav(
-                    target, True, (("AddressID", "AddressID"), ("Person", "Person"))
-                )
-                for nav, target in (
-                    ("to_EmailAddress", "A_AddressEmailAddress"),
-                    ("to_PhoneNumber", "A_AddressPhoneNumber"),
-                )
-            },
-        ),
-        EntitySet(
-            "A_AddressEmailAddress",
-            tuple(COMM_KEYS),
-            {
-                **COMM_KEYS,
-                "IsDefaultEmailAddress": ("b", 0),
-                "EmailAddress": ("s", 241),
-                "SearchEmailAddress": ("s", 20),
-            },
-            frozenset({*COMM_KEYS, "SearchEmailAddress"}),
-        ),
-        EntitySet(
-            "A_AddressPhoneNumber",
-            tuple(COMM_KEYS),
-            {
-                **COMM_KEYS,
-                "DestinationLocationCountry": ("s", 3),
-                "IsDefaultPhoneNumber": ("b", 0),
-                "PhoneNumber": ("s", 30),
-                "PhoneNumberExtension": ("s", 10),
-                "InternationalPhoneNumber": ("s", 30),
-                "PhoneNumberType": ("s", 1),
-            },
-            frozenset({*COMM_KEYS, "InternationalPhoneNumber"}),
-        ),
-        EntitySet(
-            "A_Customer",
-            ("Customer",),
-            {
-                "Customer": ("s", 10),
-                "CustomerName": ("s", 80),
-                "PostingIsBlocked": ("b", 0),
-                "OrderIsBlockedForCustomer": ("s", 2),
-                "DeliveryIsBlocked": ("s", 2),
-                "BillingIsBlockedForCustomer": ("s", 2),
-                "DeletionIndicator": ("b", 0),
-            },
-            frozenset({"Customer", "CustomerName"}),
-            creatable=False,
-            deletable=False,
-            etag=True,
-        ),
-    )
-}
+_ALL = {**SETS, **BILLING_SETS}
 
 
 class SapStore:
-    """API_BUSINESS_PARTNER's entity sets in SQLite (``path=None``: in memory)."""
+    """Both services' entity sets in SQLite (``path=None``: in memory)."""
 
     def __init__(self, path: Path | None = None) -> None:
         self._lock = threading.RLock()
@@ -148,7 +45,7 @@ class SapStore:
         )
         self._db.row_factory = sqlite3.Row
         with self._lock:
-            for spec in SETS.values():
+            for spec in _ALL.values():
                 self._db.execute(_ddl(spec))
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER)"
@@ -210,7 +107,7 @@ class SapStore:
     def reset(self) -> None:
         """Empty every entity set and restart the number ranges."""
         with self._transaction():
-            for name in [*SETS, "meta"]:
+            for name in [*_ALL, "meta"]:
                 self._db.execute(f'DELETE FROM "{name}"')  # noqa: S608
 
     def close(self) -> None:
@@ -221,6 +118,55 @@ class SapStore:
         """Change a partner as a clerk in SAP would (new ETag, no If-Match)."""
         changes = decode(SETS["A_BusinessPartner"], fields)
         self.update("A_BusinessPartner", {"BusinessPartner": bp}, changes, if_match="*")
+
+    def add_billing_documents(
+        self, documents: Iterable[Mapping[str, Any]]
+    ) -> list[str]:
+        """Bill customers as SD billing would; returns the new document numbers.
+
+        Each document names ``SoldToParty`` (the customer number) and
+        ``BillingDocumentDate`` and may set any other property, for example
+        ``TotalNetAmount``, ``TransactionCurrency`` or
+        ``BillingDocumentIsCancelled`` (a seed may be flagged cancelled without
+        the S1 document that cancelled it). The rest is filled in as an invoice
+        (F2) of company code 1010. All are added in one transaction, or none.
+        """
+        spec = BILLING_SETS["A_BillingDocument"]
+        numbers = []
+        with self._transaction():
+            for document in documents:
+                values = decode(spec, dict(document), allow=spec.readonly)
+                if not values.get("SoldToParty") or not values.get(
+                    "BillingDocumentDate"
+                ):
+                    raise bad_request(
+                        "A billing document needs SoldToParty and BillingDocumentDate"
+                    )
+                number = values.get("BillingDocument") or str(
+                    self._next("billing", 90000000)
+                )
+                self._insert(spec.name, _invoice(number, values) | values)
+                numbers.append(number)
+        return numbers
+
+    def add_billing_document(
+        self,
+        customer: str,
+        on: date | str,
+        *,
+        net_amount: str = "100.00",
+        currency: str = "EUR",
+        cancelled: bool = False,
+    ) -> str:
+        """One invoice for ``customer`` dated ``on``; returns its number."""
+        document = {
+            "SoldToParty": customer,
+            "BillingDocumentDate": str(on),
+            "TotalNetAmount": net_amount,
+            "TransactionCurrency": currency,
+            "BillingDocumentIsCancelled": cancelled,
+        }
+        return self.add_billing_documents([document])[0]
 
     def count(self) -> int:
         return self.count_rows("A_BusinessPartner")
@@ -239,7 +185,7 @@ class SapStore:
             if r["BusinessPartner"] in excluded
         }
         digest = hashlib.sha256()
-        for name in sorted(SETS):
+        for name in sorted(_ALL):
             for row in self.rows(name):
                 if _owned_by(row, excluded, addresses, customers):
                     continue
@@ -258,7 +204,7 @@ class SapStore:
         limit: int = -1,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        spec = SETS[name]
+        spec = _ALL[name]
         clauses = [f'"{c}" {"DESC" if desc else "ASC"}' for c, desc in order]
         clauses += [f'"{k}" ASC' for k in spec.keys]
         # Identifiers come from the entity-set allow-list; values are bound.
@@ -276,14 +222,14 @@ class SapStore:
             return int(self._db.execute(sql, list(params)).fetchone()[0])
 
     def get(self, name: str, key: Mapping[str, str]) -> dict[str, Any] | None:
-        where, params = _key_where(SETS[name], key)
+        where, params = _key_where(_ALL[name], key)
         found = self.rows(name, where, params)
         return found[0] if found else None
 
     def related(
         self, name: str, nav: str, row: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
-        link = SETS[name].navs[nav]
+        link = _ALL[name].navs[nav]
         if any(not row[source] for source, _ in link.on):
             return []
         where = " AND ".join(f'"{target}" = ?' for _, target in link.on)
@@ -329,7 +275,7 @@ class SapStore:
         if_match: str | None,
     ) -> dict[str, Any]:
         """Apply changes after the If-Match check; returns the new row."""
-        spec = SETS[name]
+        spec = _ALL[name]
         with self._transaction():
             row = self.get(name, key)
             if row is None:
@@ -346,7 +292,7 @@ class SapStore:
             return self.get(name, key) or {}
 
     def delete(self, name: str, key: Mapping[str, str]) -> bool:
-        spec = SETS[name]
+        spec = _ALL[name]
         with self._transaction():
             row = self.get(name, key)
             if row is None:
@@ -354,7 +300,7 @@ class SapStore:
             for nav, link in spec.navs.items():
                 if link.many and name == "A_BusinessPartnerAddress":
                     for child in self.related(name, nav, row):
-                        self.delete(link.target, _key_of(SETS[link.target], child))
+                        self.delete(link.target, _key_of(_ALL[link.target], child))
             where, params = _key_where(spec, key)
             self._db.execute(f'DELETE FROM "{name}" WHERE {where}', params)  # noqa: S608
             return True
@@ -391,7 +337,7 @@ class SapStore:
         return f"{datetime.now(UTC):%Y%m%d%H%M%S}.{self._next('revision', 1):07d}"
 
     def _insert(self, name: str, values: Mapping[str, Any]) -> None:
-        spec = SETS[name]
+        spec = _ALL[name]
         row = {p: _default(kind) for p, (kind, _) in spec.props.items()} | dict(values)
         if spec.etag:
             row["_etag"] = self._new_etag()
@@ -457,8 +403,25 @@ class SapStore:
         self._set(SETS["A_Customer"], {"Customer": customer}, {"CustomerName": name})
 
 
+def _invoice(number: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    on = str(values["BillingDocumentDate"])
+    return {
+        "BillingDocument": number,
+        "SDDocumentCategory": "M",
+        "BillingDocumentCategory": "L",
+        "BillingDocumentType": "F2",
+        "CreationDate": on,
+        "SalesOrganization": "1010",
+        "CompanyCode": "1010",
+        "FiscalYear": on[:4],
+        "PayerParty": values["SoldToParty"],
+        "TotalNetAmount": "0.00",
+        "TransactionCurrency": "EUR",
+    }
+
+
 def _ddl(spec: EntitySet) -> str:
-    kinds = {"s": "TEXT", "b": "INTEGER", "d": "TEXT"}
+    kinds = {"s": "TEXT", "b": "INTEGER", "d": "TEXT", "n": "TEXT"}
     columns = [f'"{p}" {kinds[k]}' for p, (k, _) in spec.props.items()]
     if spec.etag:
         columns.append('"_etag" TEXT')
@@ -468,7 +431,7 @@ def _ddl(spec: EntitySet) -> str:
 
 
 def _default(kind: str) -> Any:
-    return {"s": "", "b": False, "d": None}[kind]
+    return {"s": "", "b": False, "d": None, "n": "0.00"}[kind]
 
 
 def _from_sql(spec: EntitySet, row: sqlite3.Row) -> dict[str, Any]:

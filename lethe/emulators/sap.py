@@ -1,4 +1,5 @@
-"""Loopback emulator of SAP S/4HANA's API_BUSINESS_PARTNER service (OData V2).
+"""Loopback emulator of SAP S/4HANA's API_BUSINESS_PARTNER and
+API_BILLING_DOCUMENT_SRV services (OData V2).
 
 The ERP connector blocks and anonymises business partners instead of deleting
 them, so what it must get right is SAP's gatekeeping: Basic auth, the CSRF
@@ -23,18 +24,24 @@ forbid deleting a partner. This emulator enforces those as documented
   HTTP reading of a resource that exists but refuses the method (gateway
   releases differ: some answer 403 or 501; the connector never sends one);
 - a change to a partner's name is copied to its customer's ``CustomerName``,
-  as S/4HANA's customer-vendor integration does.
+  as S/4HANA's customer-vendor integration does;
+- ``/sap/opu/odata/sap/API_BILLING_DOCUMENT_SRV`` serves ``A_BillingDocument``
+  headers read-only (``sap:creatable/updatable/deletable="false"``: writes
+  answer 405) with the same host, Basic auth, CSRF sessions, query options
+  and faults; ``SoldToParty`` is the customer number, which here equals the
+  partner number. Documents are seeded through ``SapStore``.
 
 Error codes are representative: ``/IWBEP/CM_MGW_RT/190`` is SAP's If-Match
 message, the others are named after their condition. Not emulated: Atom/XML
-payloads (JSON is returned whatever the Accept header), ``$batch``, ``$count``,
+payloads (JSON is returned whatever the Accept header; ``$format`` other than
+``json`` answers 501), ``$batch``, ``$count``,
 PUT, POST to any set but ``A_BusinessPartner``, filter functions and comparisons
 other than eq/ne, suppliers, roles and banks.
 
 This module is the service: Basic auth, CSRF sessions, routing and the shape of
 the entities it answers with. The OData wire format (errors, ``$filter`` and the
 other query options, key predicates, ``$metadata``) is in ``_odata.py``; the
-entity sets and their SQLite store are in ``_sap_store.py``.
+entity sets are in ``_sap_sets.py`` and their SQLite store in ``_sap_store.py``.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ import hmac
 import json
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -55,6 +63,7 @@ from lethe.emulators._odata import (
     EntitySet,
     ODataError,
     bad_request,
+    check_format,
     compile_filter,
     date_json,
     decode,
@@ -71,15 +80,29 @@ from lethe.emulators._odata import (
     service_document,
     split_resource,
 )
-from lethe.emulators._sap_store import COMM_KEYS, SETS, SapStore
+from lethe.emulators._sap_sets import BILLING_SETS, COMM_KEYS, SETS
+from lethe.emulators._sap_store import SapStore
 from lethe.emulators._server import Faults, install_faults
 
-__all__ = ["SERVICE_ROOT", "ODataError", "SapStore", "create_app"]
+__all__ = ["BILLING_ROOT", "SERVICE_ROOT", "ODataError", "SapStore", "create_app"]
 
 SERVICE_ROOT = "/sap/opu/odata/sap/API_BUSINESS_PARTNER"
-NAMESPACE = "API_BUSINESS_PARTNER"
+BILLING_ROOT = "/sap/opu/odata/sap/API_BILLING_DOCUMENT_SRV"
 SESSION_COOKIE = "SAP_SESSIONID_EMU_100"
 _WRITES = ("POST", "PUT", "PATCH", "MERGE", "DELETE")
+
+
+@dataclass(frozen=True)
+class _Api:
+    """One OData service of the host: where it lives and what it holds."""
+
+    root: str
+    namespace: str
+    sets: Mapping[str, EntitySet]
+
+
+_PARTNERS = _Api(SERVICE_ROOT, "API_BUSINESS_PARTNER", SETS)
+_BILLING = _Api(BILLING_ROOT, "API_BILLING_DOCUMENT_SRV", BILLING_SETS)
 
 
 class _Sessions:
@@ -109,13 +132,15 @@ class _Sessions:
 class _Service:
     def __init__(
         self,
+        api: _Api,
         store: SapStore,
         sessions: _Sessions,
         user: str,
         password: str,
         page_size: int,
     ) -> None:
-        self.store, self.sessions, self.page_size = store, sessions, page_size
+        self.api, self.store, self.sessions = api, store, sessions
+        self.page_size = page_size
         credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._authorization = f"Basic {credentials}"
 
@@ -131,6 +156,7 @@ class _Service:
             )
         try:
             self._check_csrf(request)
+            check_format(request.query_params)
             response = await self._route(request, resource)
         except ODataError as exc:
             response = exc.response()
@@ -158,12 +184,12 @@ class _Service:
             if method != "GET":
                 raise ODataError(405, "/IWBEP/CM_MGW_RT/METHOD", "Method not allowed")
             if resource.strip("/"):
-                return metadata(SETS, NAMESPACE)
-            return service_document(SETS)
+                return metadata(self.api.sets, self.api.namespace)
+            return service_document(self.api.sets)
         name, key, nav = split_resource(resource)
-        if name not in SETS:
+        if name not in self.api.sets:
             raise not_found(name)
-        spec = SETS[name]
+        spec = self.api.sets[name]
         if key is not None:
             key = normalise_key(spec, key)
         if method == "GET":
@@ -188,14 +214,16 @@ class _Service:
         nav: str | None,
         resource: str,
     ) -> Response:
-        base = str(request.base_url).rstrip("/") + SERVICE_ROOT
+        base = str(request.base_url).rstrip("/") + self.api.root
         if key is None:
             return self._collection(request, spec, "", [], base, resource)
         row = self.store.get(spec.name, key)
         if row is None:
             raise not_found(spec.name)
         if nav is None:
-            expand = parse_expand(request.query_params.get("$expand"), spec, SETS)
+            expand = parse_expand(
+                request.query_params.get("$expand"), spec, self.api.sets
+            )
             select = parse_select(request.query_params.get("$select"), spec)
             entity = self._entity(spec, row, base, expand, select)
             headers = {"etag": entity["__metadata"]["etag"]} if spec.etag else {}
@@ -206,7 +234,7 @@ class _Service:
         where = " AND ".join(f'"{target}" = ?' for _, target in link.on)
         params = [row[source] for source, _ in link.on]
         return self._collection(
-            request, SETS[link.target], where, params, base, resource
+            request, self.api.sets[link.target], where, params, base, resource
         )
 
     def _collection(
@@ -235,7 +263,7 @@ class _Service:
             limit=want + 1,
             offset=skip + token,
         )
-        expand = parse_expand(query.get("$expand"), spec, SETS)
+        expand = parse_expand(query.get("$expand"), spec, self.api.sets)
         select = parse_select(query.get("$select"), spec)
         body: dict[str, Any] = {
             "results": [
@@ -261,7 +289,7 @@ class _Service:
         select: set[str] | None = None,
     ) -> dict[str, Any]:
         uri = f"{base}/{spec.name}({key_predicate(spec, row)})"
-        meta = {"id": uri, "uri": uri, "type": f"{NAMESPACE}.{spec.name}Type"}
+        meta = {"id": uri, "uri": uri, "type": f"{self.api.namespace}.{spec.name}Type"}
         if spec.etag:
             meta["etag"] = etag_header(row["_etag"])
         out: dict[str, Any] = {"__metadata": meta}
@@ -270,7 +298,7 @@ class _Service:
                 out[prop] = date_json(row[prop]) if kind == "d" else row[prop]
         for nav, link in spec.navs.items():
             if nav in expand:
-                target = SETS[link.target]
+                target = self.api.sets[link.target]
                 children = [
                     self._entity(target, child, base, expand[nav])
                     for child in self.store.related(spec.name, nav, row)
@@ -317,7 +345,7 @@ class _Service:
             customer.pop("Customer", None)
         bp = self.store.insert_tree(partner, addresses, customer=customer)
         row = self.store.get(spec.name, {"BusinessPartner": bp}) or {}
-        base = str(request.base_url).rstrip("/") + SERVICE_ROOT
+        base = str(request.base_url).rstrip("/") + self.api.root
         expand = parse_expand(
             "to_BusinessPartnerAddress/to_EmailAddress,"
             "to_BusinessPartnerAddress/to_PhoneNumber,to_Customer",
@@ -334,6 +362,13 @@ class _Service:
     async def _update(
         self, request: Request, spec: EntitySet, key: dict[str, str]
     ) -> Response:
+        if not spec.updatable:
+            raise ODataError(
+                405,
+                "/IWBEP/CM_MGW_RT/METHOD",
+                f"Entity set {spec.name} is not updatable (sap:updatable=false)",
+                {"Allow": "GET"},
+            )
         changes = decode(spec, await _json_body(request), allow=frozenset(spec.keys))
         for prop in spec.keys:
             if prop in changes and changes.pop(prop) != key.get(prop):
@@ -350,7 +385,7 @@ class _Service:
                 405,
                 "/IWBEP/CM_MGW_RT/NOT_DELETABLE",
                 f"Entity set {spec.name} is not deletable (sap:deletable=false)",
-                {"Allow": "GET, PATCH, MERGE"},
+                {"Allow": "GET, PATCH, MERGE" if spec.updatable else "GET"},
             )
         if not self.store.delete(spec.name, key):
             raise not_found(spec.name)
@@ -381,23 +416,32 @@ async def _json_body(request: Request) -> Any:
 def create_app(
     store: SapStore, *, username: str, password: str, page_size: int = 1000
 ) -> FastAPI:
-    """The API_BUSINESS_PARTNER service over ``store``, guarded by Basic auth.
+    """API_BUSINESS_PARTNER and API_BILLING_DOCUMENT_SRV over ``store``, guarded
+    by Basic auth.
 
     ``app.state.faults`` plans injected faults; ``app.state.sessions`` holds the
-    CSRF sessions (``expire_all()`` mimics a session timeout). ``page_size`` is
-    the server page after which ``__next`` links continue the collection.
+    CSRF sessions, shared by both services (``expire_all()`` mimics a session
+    timeout). ``page_size`` is the server page after which ``__next`` links
+    continue the collection.
     """
-    app = FastAPI(title="SAP API_BUSINESS_PARTNER emulator", openapi_url=None)
+    app = FastAPI(title="SAP S/4HANA OData emulator", openapi_url=None)
     app.state.store = store
     app.state.faults = Faults()
     app.state.sessions = _Sessions()
     install_faults(app, app.state.faults)
-    service = _Service(store, app.state.sessions, username, password, page_size)
+    methods = ["GET", "POST", "PATCH", "MERGE", "PUT", "DELETE"]
+    for api in (_PARTNERS, _BILLING):
+        service = _Service(
+            api, store, app.state.sessions, username, password, page_size
+        )
+        endpoint = _endpoint(service)
+        for path in (api.root, api.root + "/{resource:path}"):
+            app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
+    return app
 
+
+def _endpoint(service: _Service) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         return await service(request, request.path_params.get("resource", ""))
 
-    methods = ["GET", "POST", "PATCH", "MERGE", "PUT", "DELETE"]
-    for path in (SERVICE_ROOT, SERVICE_ROOT + "/{resource:path}"):
-        app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
-    return app
+    return endpoint

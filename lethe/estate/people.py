@@ -3,14 +3,21 @@ public sample data in ``../shared/data`` (read in place, never copied).
 
 Contacts come first, and the first contact is the *featured* person: the one
 the demo erases by default, present in every system.
+
+ERP customers come with the billing documents the ERP issued them: generated
+(a few invoices over the last years, some customers none), or, from the sample
+data, one per cap-sflight flight booking of that passenger (its BookingDate and
+FlightPrice; cancelled when the booking or its travel is).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,16 @@ class Person:
     cases: list[dict[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BillingDocument:
+    """One invoice the ERP issued to a customer: a date and an amount."""
+
+    on: date
+    net_amount: str
+    currency: str
+    cancelled: bool = False
+
+
 @dataclass
 class ErpCustomer:
     """An ERP-native customer that never came from Salesforce."""
@@ -50,6 +67,7 @@ class ErpCustomer:
     postal_code: str | None
     city: str | None
     country: str | None
+    documents: list[BillingDocument] = field(default_factory=list)
 
 
 @dataclass
@@ -94,10 +112,34 @@ def generate(count: int = 40, erp_customers: int = 10) -> People:
             postal_code=german.postcode(),
             city=german.city(),
             country="DE",
+            documents=billing_history(n, currency="EUR"),
         )
         for n in range(erp_customers)
     ]
     return People(people=people, erp_customers=customers, origin="generated (Faker)")
+
+
+def billing_history(
+    index: int, *, currency: str = "EUR", today: date | None = None
+) -> list[BillingDocument]:
+    """A few invoices over the last four years for the customer at ``index``.
+
+    The same for the same index (dates count back from ``today``); every fifth
+    customer, from the fifth on, has none, and about one invoice in seven was
+    cancelled.
+    """
+    rng = random.Random(SEED * 1000 + index)
+    count = 0 if index % 5 == 4 else rng.randint(1, 4)
+    end = today or date.today()
+    return [
+        BillingDocument(
+            on=end - timedelta(days=rng.randint(20, 4 * 365)),
+            net_amount=f"{rng.uniform(40, 4000):.2f}",
+            currency=currency,
+            cancelled=rng.random() < 1 / 7,
+        )
+        for _ in range(count)
+    ]
 
 
 def from_sample_data(root: Path) -> People:
@@ -119,7 +161,7 @@ def from_sample_data(root: Path) -> People:
     people.insert(0, people.pop(featured))
     return People(
         people=people,
-        erp_customers=list(_passengers(passengers)),
+        erp_customers=list(_passengers(passengers, _bookings(passengers.parent))),
         origin=f"sample data in {root}",
     )
 
@@ -189,7 +231,37 @@ def _apex_recipes(folder: Path) -> list[Person]:
     ]
 
 
-def _passengers(path: Path) -> Iterator[ErpCustomer]:
+def _semicolon_rows(path: Path) -> Iterator[dict[str, str]]:
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        yield from csv.DictReader(handle, delimiter=";")
+
+
+def _bookings(folder: Path) -> dict[str, list[BillingDocument]]:
+    """cap-sflight bookings as billing documents, by passenger CustomerID."""
+    cancelled_travels = {
+        row["TravelUUID"]
+        for row in _semicolon_rows(folder / "sap.fe.cap.travel-Travel.csv")
+        if row.get("TravelStatus_code") == "X"
+    }
+    documents: dict[str, list[BillingDocument]] = {}
+    for row in _semicolon_rows(folder / "sap.fe.cap.travel-Booking.csv"):
+        documents.setdefault(row["to_Customer_CustomerID"], []).append(
+            BillingDocument(
+                on=date.fromisoformat(row["BookingDate"]),
+                net_amount=row["FlightPrice"],
+                currency=row["CurrencyCode_code"],
+                cancelled=row["BookingStatus_code"] == "X"
+                or row["to_Travel_TravelUUID"] in cancelled_travels,
+            )
+        )
+    return documents
+
+
+def _passengers(
+    path: Path, documents: dict[str, list[BillingDocument]]
+) -> Iterator[ErpCustomer]:
     with path.open(encoding="utf-8-sig", newline="") as handle:
         for row in csv.DictReader(handle, delimiter=";"):
             yield ErpCustomer(
@@ -201,4 +273,5 @@ def _passengers(path: Path) -> Iterator[ErpCustomer]:
                 postal_code=row.get("PostalCode"),
                 city=row.get("City"),
                 country=row.get("CountryCode_code"),
+                documents=documents.get(row["CustomerID"], []),
             )

@@ -175,7 +175,10 @@ def test_sap_connector_erase_then_verify_leaves_bystander_unchanged(
     )
     assert outcome.retained_until == date(date.today().year + 10, 12, 31)
     assert outcome.basis == "HGB §257(1) / AO §147(1): books and records"
-    assert outcome.detail == "blocked and anonymised"
+    assert outcome.detail == (
+        "blocked and anonymised; no billing document found for the partner(s)"
+    )
+    assert "last_document" not in outcome.dates
     assert evidence.verified, evidence.detail
     assert evidence.observed == {
         "partners": 1,
