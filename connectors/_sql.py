@@ -1,10 +1,11 @@
-"""The warehouse connector's database vocabulary: placeholders and errors.
+"""The warehouse connector's database vocabulary: placeholders, errors and the
+identity search.
 
-Kept apart from ``warehouse.py`` because neither depends on the erase plan,
-only on the database: which value a column type accepts when a row is
-anonymised, and what a driver error means. Errors are reduced to a SQLSTATE
-or SQLite error name and a constraint's name, never the driver's message
-text, which can quote the failing row.
+Kept apart from ``warehouse.py`` because none depends on the erase plan, only
+on the database: which value a column type accepts when a row is anonymised,
+what a driver error means, and how to find rows by e-mail or phone. Errors are
+reduced to a SQLSTATE or SQLite error name and a constraint's name, never the
+driver's message text, which can quote the failing row.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import uuid
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import Column
+import phonenumbers
+from sqlalchemy import Column, ColumnElement, Connection, Table, func, or_, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import sqltypes
 
-from lethe.errors import ConfigError, ConnectorError, LetheError
+from lethe.errors import ConfigError, ConnectorError, InputError, LetheError
 from lethe.errors import TransientConnectorError as Transient
+from lethe.identity import normalize_email, normalize_phone
 
 _EMAIL_COLUMN = re.compile(r"e_?mail", re.IGNORECASE)
 _SQLITE_CONSTRAINT = re.compile(r"^[A-Z ]+ constraint failed(: .{1,200})?$")
@@ -30,6 +33,9 @@ _EPOCH = date(1970, 1, 1)
 _PG_TRANSIENT = ("08", "40", "53", "57", "55P03")
 _PG_CONFIG = ("28", "3D", "3F", "42")
 _SQLITE_TRANSIENT = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+# What people put between the digits of a phone number.
+_PHONE_SEPARATORS = (" ", "-", "(", ")", ".", "/", "+", "\u00a0")
+_SEARCH_CHUNK = 100
 
 
 # -- placeholders --------------------------------------------------------------
@@ -110,3 +116,111 @@ def translate_error(system: str, operation: str, exc: sa_exc.DBAPIError) -> Leth
     if isinstance(exc, sa_exc.OperationalError) and not code.startswith("SQLITE"):
         return Transient(f"{where}; could not reach the database, check url")
     return ConnectorError(f"{where}; check the database log for this statement")
+
+
+# -- identity search -----------------------------------------------------------
+
+
+def find_identities(
+    conn: Connection,
+    table: Table,
+    key: Column[Any],
+    *,
+    email_columns: tuple[str, ...],
+    phone_columns: tuple[str, ...],
+    emails: set[str],
+    phones: set[str],
+    phone_region: str,
+) -> list[str]:
+    """Keys of the rows whose identifying columns hold one of the identities.
+
+    ``emails`` and ``phones`` are already in lethe's normal form. SQL only
+    narrows the rows (a loose, parameterised match that every stored spelling
+    the normalisation accepts passes: case, padding, phone punctuation); each
+    candidate value is then normalised in Python and compared exactly, so the
+    table need not store identities normalised.
+    """
+    columns = [table.c[name] for name in (*email_columns, *phone_columns)]
+    found: set[str] = set()
+    for email_chunk, phone_chunk in _chunked(sorted(emails), sorted(phones)):
+        probes = [
+            *_email_probes(table, email_columns, email_chunk),
+            *_phone_probes(table, phone_columns, phone_chunk),
+        ]
+        if not probes:
+            continue
+        query = select(key, *columns).where(or_(*probes))
+        for row in conn.execute(query):
+            values = dict(zip((*email_columns, *phone_columns), row[1:], strict=True))
+            hit = any(_same_email(values[c], emails) for c in email_columns) or any(
+                _same_phone(values[c], phones, phone_region) for c in phone_columns
+            )
+            if hit and row[0] is not None:
+                found.add(str(row[0]))
+    return sorted(found)
+
+
+def _chunked(emails: list[str], phones: list[str]) -> list[tuple[list[str], list[str]]]:
+    """Identities in batches: one statement for up to ``_SEARCH_CHUNK`` of each."""
+    size = _SEARCH_CHUNK
+    rounds = max(-(-len(emails) // size), -(-len(phones) // size))
+    return [
+        (emails[n * size : (n + 1) * size], phones[n * size : (n + 1) * size])
+        for n in range(rounds)
+    ]
+
+
+def _email_probes(
+    table: Table, names: tuple[str, ...], emails: list[str]
+) -> list[ColumnElement[bool]]:
+    probes = []
+    for name in names:
+        lowered = func.lower(table.c[name])
+        for email in emails:
+            probes.append(lowered.contains(_email_probe(email), autoescape=True))
+    return probes
+
+
+def _email_probe(email: str) -> str:
+    """What a stored spelling of ``email`` must contain, lower-cased in SQL.
+
+    SQLite lower-cases ASCII only, and case-folding is not lower-casing beyond
+    it, so an address with other letters is narrowed by its domain alone (or
+    not at all) and left to the exact comparison.
+    """
+    if email.isascii():
+        return email
+    domain = email.rsplit("@", 1)[1]
+    return f"@{domain}" if domain.isascii() else "@"
+
+
+def _phone_probes(
+    table: Table, names: tuple[str, ...], phones: list[str]
+) -> list[ColumnElement[bool]]:
+    probes = []
+    for name in names:
+        digits: ColumnElement[Any] = table.c[name]
+        for separator in _PHONE_SEPARATORS:
+            digits = func.replace(digits, separator, "")
+        for phone in phones:
+            national = str(phonenumbers.parse(phone).national_number)
+            probes.append(digits.contains(national, autoescape=True))
+    return probes
+
+
+def _same_email(value: Any, wanted: set[str]) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return normalize_email(value) in wanted
+    except InputError:
+        return False  # not an address: it names nobody
+
+
+def _same_phone(value: Any, wanted: set[str], region: str) -> bool:
+    if value is None:
+        return False
+    try:
+        return normalize_phone(str(value), region=region) in wanted
+    except InputError:
+        return False

@@ -11,6 +11,14 @@ error names the constraint, so a subject is never left half-erased.
 runs with ``secure_delete`` (freed pages are zeroed) and, in WAL mode, a
 truncating checkpoint; PostgreSQL gets a ``VACUUM`` per touched table.
 
+With ``fides_datasets`` (Fides dataset files, lethe/fides.py) the connector
+also searches by identity: ``find_by_identity`` runs one parameterised SELECT
+per annotated table over its e-mail and phone columns and compares in lethe's
+one normalisation. A collection maps to the dataset whose ``table`` (or name)
+is the collection's ``schema.collection`` (or bare collection); a collection
+no dataset names becomes a dataset of that name, keyed by the annotation's key
+field, so a table only the scan knows of can be erased too.
+
 Keys and other bound values never reach logs or exception text: the engine
 hides parameters, SQL is built from bound parameters and quoted identifiers
 only, and database errors are reduced to their SQLSTATE or SQLite error name
@@ -22,24 +30,21 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Column,
     ColumnElement,
     Connection,
-    Engine,
     MetaData,
     Table,
     and_,
     column,
-    create_engine,
     delete,
-    event,
     func,
     inspect,
     not_,
@@ -49,17 +54,25 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
 
 from connectors._retention import Retention
 from connectors._sql import (
     error_code,
+    find_identities,
     placeholder,
     translate_error,
     violated_constraint,
 )
+from connectors._warehouse_setup import (
+    DatasetConfig,
+    build_engine,
+    parse_tables,
+    search_columns,
+)
 from connectors.base import Action, Capabilities, Evidence, Keys, Located, Outcome
 from lethe.errors import ConfigError, ConnectorError, LetheError
+from lethe.fides import load_all
+from lethe.identity import normalize_email, normalize_phone
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +80,6 @@ BATCH_CAP = 1000
 _SYSTEM_SCHEMAS = frozenset({"information_schema"})
 
 Ident = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class _DatasetConfig:
-    schema: str | None
-    table: str
-    key_column: str
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.table}" if self.schema else self.table
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ class WarehouseConnector:
 
     ``tables`` maps each dataset name to ``{"table": ..., "key_column": ...}``;
     on PostgreSQL ``table`` may be schema-qualified (``"raw.sf_contact"``).
+    ``fides_datasets`` lists Fides dataset files whose annotated tables
+    ``find_by_identity`` searches.
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class WarehouseConnector:
         time_travel_days: float | None = None,
         fail_safe_days: float | None = None,
         backup_retention_days: float | None = None,
+        fides_datasets: Sequence[str] = (),
     ) -> None:
         if statement_timeout_seconds <= 0:
             raise ConfigError(f"{system}: statement_timeout_seconds must be > 0")
@@ -159,7 +164,18 @@ class WarehouseConnector:
         self.capabilities = Capabilities(
             hard_delete=True, anonymise=True, verify_by_read=True, batch_cap=BATCH_CAP
         )
-        self._tables = _parse_tables(system, tables)
+        self._tables = parse_tables(system, tables)
+        annotations = load_all(Path(f) for f in fides_datasets)
+        self._search = search_columns(self._tables, annotations)
+        if annotations:
+            logger.debug(
+                "%s: %d annotated tables to search; %d collections without an "
+                "identifying field and %d nested identifying fields not searched",
+                system,
+                len(self._search),
+                sum(a.skipped for a in annotations),
+                sum(a.nested for a in annotations),
+            )
         self._physical_purge = physical_purge
         self._retention = Retention.configured(
             system,
@@ -168,7 +184,7 @@ class WarehouseConnector:
             fail_safe_days=fail_safe_days,
             backup_retention_days=backup_retention_days,
         )
-        self._engine = _build_engine(system, url, statement_timeout_seconds)
+        self._engine = build_engine(system, url, statement_timeout_seconds)
 
     @_scrubbed("locate")
     def locate(self, keys: Keys) -> Located:
@@ -199,6 +215,55 @@ class WarehouseConnector:
         outcome = _outcome("deleted", total, detail)
         dates = self._retention.dates(outcome.finished_at, bytes_gone=bytes_gone)
         return replace(outcome, dates=dates)
+
+    @property
+    def searchable_datasets(self) -> tuple[str, ...]:
+        """The datasets ``find_by_identity`` searches (annotated tables)."""
+        return tuple(self._search)
+
+    @_scrubbed("search")
+    def find_by_identity(
+        self,
+        *,
+        emails: Sequence[str] = (),
+        phones: Sequence[str] = (),
+        phone_region: str = "US",
+    ) -> dict[str, list[str]]:
+        """Keys of the rows holding one of these identities, by dataset."""
+        wanted_emails = {normalize_email(e) for e in emails}
+        wanted_phones = {normalize_phone(p, region=phone_region) for p in phones}
+        found: dict[str, list[str]] = {}
+        if not wanted_emails and not wanted_phones:
+            return found
+        with self._engine.connect() as conn:
+            for dataset, (email_columns, phone_columns) in self._search.items():
+                target = self._targets(conn, {dataset: ()})[0]
+                missing = [
+                    c
+                    for c in (*email_columns, *phone_columns)
+                    if c not in target.table.c
+                ]
+                if missing:
+                    raise ConfigError(
+                        f"{self.system}: the Fides annotation of {dataset!r} names "
+                        f"column(s) {', '.join(missing)}, which the table lacks"
+                    )
+                keys = find_identities(
+                    conn,
+                    target.table,
+                    target.key,
+                    email_columns=email_columns,
+                    phone_columns=phone_columns,
+                    emails=wanted_emails,
+                    phones=wanted_phones,
+                    phone_region=phone_region,
+                )
+                if keys:
+                    found[dataset] = keys
+        logger.debug(
+            "%s: identity search found keys in %d datasets", self.system, len(found)
+        )
+        return found
 
     @_scrubbed("read")
     def read_fields(
@@ -327,7 +392,7 @@ class WarehouseConnector:
             )
         return targets
 
-    def _config(self, dataset: str) -> _DatasetConfig:
+    def _config(self, dataset: str) -> DatasetConfig:
         if dataset not in self._tables:
             raise ConfigError(
                 f"{self.system}: dataset {dataset!r} is not configured; add it to "
@@ -340,7 +405,7 @@ class WarehouseConnector:
         conn: Connection,
         metadata: MetaData,
         dataset: str,
-        config: _DatasetConfig,
+        config: DatasetConfig,
     ) -> Table:
         try:
             found = Table(
@@ -551,70 +616,6 @@ def _blocks(conn: Connection, fk: _ForeignKey, targets: Sequence[_Target]) -> bo
         if conn.execute(query).scalar_one():
             return True
     return False
-
-
-# -- engine and configuration --------------------------------------------------
-
-
-def _parse_tables(
-    system: str, tables: Mapping[str, Mapping[str, str]]
-) -> dict[str, _DatasetConfig]:
-    parsed = {}
-    for dataset, config in tables.items():
-        if not config.get("table") or not config.get("key_column"):
-            raise ConfigError(
-                f"{system}: dataset {dataset!r} needs 'table' and 'key_column' in "
-                "the tables setting"
-            )
-        schema, _, name = config["table"].rpartition(".")
-        parsed[dataset] = _DatasetConfig(schema or None, name, config["key_column"])
-    return parsed
-
-
-def _build_engine(system: str, url: str, timeout: float) -> Engine:
-    parsed = _parse_url(system, url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        connect_args: dict[str, Any] = {"timeout": timeout}
-    elif backend == "postgresql":
-        connect_args = {
-            "connect_timeout": max(1, math.ceil(timeout)),
-            "options": f"-c statement_timeout={math.ceil(timeout * 1000)}",
-        }
-    else:
-        raise ConfigError(
-            f"{system}: url names a {backend} database; this connector supports "
-            "sqlite and postgresql"
-        )
-    try:
-        engine = create_engine(
-            parsed, echo=False, hide_parameters=True, connect_args=connect_args
-        )
-    except (sa_exc.ArgumentError, ImportError):
-        raise ConfigError(
-            f"{system}: no database driver for {parsed.drivername!r}; check url"
-        ) from None
-    if backend == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _parse_url(system: str, url: str) -> URL:
-    try:
-        parsed = make_url(url)
-    except sa_exc.ArgumentError:
-        raise ConfigError(f"{system}: url is not a database URL; check it") from None
-    if parsed.drivername == "postgresql":
-        # The project ships psycopg2; SQLAlchemy 2.1 would default to psycopg 3.
-        parsed = parsed.set(drivername="postgresql+psycopg2")
-    return parsed
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA secure_delete=ON")
-    cursor.close()
 
 
 def _outcome(action: Action, records: int, detail: str) -> Outcome:

@@ -87,11 +87,18 @@ def source_records(
 
 
 def can_discover(connector: Connector) -> bool:
-    """Whether the system can find records by identity on its own."""
-    return hasattr(connector, "find_partners")
+    """Whether the system can find records by identity on its own: the ERP's
+    partner search, or a warehouse with Fides-annotated tables to scan."""
+    if hasattr(connector, "find_partners"):
+        return True
+    return bool(getattr(connector, "searchable_datasets", ()))
 
 
 def discover(connector: Connector, *, emails: Sequence[str]) -> dict[str, list[str]]:
     """Keys the system's own identity search finds, by dataset."""
+    scan = getattr(connector, "find_by_identity", None)
+    if scan is not None:
+        found: dict[str, list[str]] = scan(emails=emails)
+        return found
     partners = connector.find_partners(emails=emails)  # type: ignore[attr-defined]
     return {"A_BusinessPartner": list(partners)} if partners else {}

@@ -269,12 +269,15 @@ def record_discovered(
     *,
     identity_kind: str,
     identity_digest: str,
+    job: str = "identity search",
 ) -> int:
     """Record records a system's own identity search found (no Salesforce origin).
 
     Such a copy's subject is the identity digest itself, linked to itself, so
     ``where`` finds it from the same identity: an ERP-native customer who shares
     the e-mail is found although no job ever copied them from Salesforce.
+    ``job`` says how (``identity search``, ``discovery scan``); each identity
+    has its own run, so one record two identities find is two copies.
     """
     lineage_key = vault.lineage_key(db)
     known = set(
@@ -300,8 +303,8 @@ def record_discovered(
                 key_digest=digest,
                 subject_digest=identity_digest,
                 key_sealed=vault.seal(db, lineage_key, key),
-                job="identity search",
-                run_id="discovery",
+                job=job,
+                run_id=f"discovery-{identity_digest[:16]}",
                 copied_at=utcnow(),
                 learned_from="discovery",
             )

@@ -48,7 +48,7 @@ def _how(copy: Copy) -> str:
     if copy.learned_from == "source":
         return "source snapshot"
     if copy.learned_from == "discovery":
-        return "identity search"
+        return copy.job  # "identity search" or "discovery scan"
     if copy.learned_from == "apievent":
         return f"ApiEvent read by {copy.job}"
     return "re-check" if copy.learned_from == "re-check" else copy.job
