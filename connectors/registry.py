@@ -23,6 +23,41 @@ KINDS: dict[str, str] = {
     "amplitude": "connectors.amplitude:AmplitudeConnector",
 }
 
+# How each kind carries out a plan action: the connector method that does it,
+# or None when keeping the records as they are is the action (lethe/policy.py
+# checks rules against this). SAP's erase blocks and anonymises the partner,
+# which is both its anonymisation and its restriction for retention.
+# Salesforce could anonymise through a collection PATCH, but lethe does not yet.
+PLAN_METHODS: dict[str, dict[str, str | None]] = {
+    "salesforce": {"delete": "erase"},
+    "warehouse": {
+        "delete": "erase",
+        "aggregate": "erase",
+        "anonymise": "anonymise",
+        "deidentify": "anonymise",
+        "retain": None,
+    },
+    "segment": {"delete": "erase"},
+    "sap_business_partner": {"anonymise": "erase", "retain": "erase"},
+    "mixpanel": {"delete": "erase"},
+    "amplitude": {"delete": "erase"},
+}
+
+
+# The deletion commitment each vendor documents, in days from the request
+# (vendor-apis.md): what "awaiting vendor" is measured against.
+VENDOR_SLA_DAYS: dict[str, int] = {"segment": 30, "mixpanel": 30, "amplitude": 30}
+
+
+def plan_actions(kind: str) -> frozenset[str]:
+    """The plan actions a connector kind can perform (none for an unknown kind)."""
+    return frozenset(PLAN_METHODS.get(kind, {}))
+
+
+def plan_method(kind: str, action: str) -> str | None:
+    """The connector method for a plan action; None means keep as is."""
+    return PLAN_METHODS[kind][action]
+
 
 def build(system: str, settings: Mapping[str, Any]) -> Connector:
     """Make the connector for one system from its estate-file settings."""

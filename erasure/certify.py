@@ -8,22 +8,27 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from erasure import audit, duplicates
 from erasure.certificate import sign
 from erasure.models import (
+    AWAITING_APPROVAL,
     COMPLETED,
-    DONE,
+    DEFERRED,
+    DENIED,
+    HELD,
     INCOMPLETE,
-    NO_DATA,
     Attempt,
     Certificate,
+    LegalHold,
     Request,
     SystemStep,
 )
+from erasure.outcomes import ERASED_ACTIONS, is_settled, outcome_label
 from erasure.requests import get, steps_of
 from lethe import ledger
+from lethe.errors import InputError
 from lethe.runtime import current
 from lethe.vault import SealedIdentity, utcnow
 from lineage import suppression
@@ -35,27 +40,6 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def is_settled(step: SystemStep) -> bool:
-    return step.state == NO_DATA or (step.state == DONE and step.verified)
-
-
-def outcome_label(step: SystemStep) -> str:
-    """The honest level of what happened, as the certificate states it."""
-    if step.state == NO_DATA:
-        return "no data held"
-    if step.action == "retained":
-        return f"retained under {step.basis} until {step.retained_until}"
-    if step.action == "anonymised":
-        return "anonymised"
-    purged_by = step.dates.get("physically_purged_by")
-    if step.action in ERASED_ACTIONS and purged_by:
-        prefix = "already absent; " if step.action == "already_absent" else ""
-        return f"{prefix}deleted, physically purged by {purged_by}"
-    if step.action == "already_absent":
-        return "already absent"
-    return "deleted (logically)" if step.action == "deleted" else step.state
 
 
 def recipients(db: Session, request: Request, steps: list[SystemStep]) -> list[dict]:
@@ -123,6 +107,8 @@ def payload_for(
                 else None,
                 "basis": step.basis,
                 "dates": step.dates,
+                "parts": _parts(step),
+                "holds": _holds(step),
             }
             for step in steps
         ],
@@ -131,16 +117,49 @@ def payload_for(
     }
 
 
-ERASED_ACTIONS = ("deleted", "already_absent")
+def _parts(step: SystemStep) -> dict[str, dict[str, Any]]:
+    """Per dataset: the policy's decision and what became of it (no reasons)."""
+    kept = ("action", "rule", "basis", "retention_rule", "state", "outcome")
+    return {
+        dataset: {k: part[k] for k in kept if part.get(k) is not None}
+        for dataset, part in sorted(step.parts.items())
+    }
+
+
+def _holds(step: SystemStep) -> list[dict[str, Any]]:
+    """The holds deferring part of the step: ids and end dates, never reasons."""
+    ids = sorted({h for p in step.parts.values() for h in p.get("held_by") or []})
+    if not ids:
+        return []
+    with ledger.session() as db:
+        found = [db.get(LegalHold, i) for i in ids]
+    return [
+        {"id": h.id, "ends_on": h.ends_on.isoformat() if h.ends_on else None}
+        for h in found
+        if h is not None
+    ]
+
+
+def _erased_datasets(step: SystemStep) -> set[str]:
+    """The step's datasets whose copies are gone (not retained, not held)."""
+    found = set()
+    for dataset in step.datasets:
+        part = step.parts.get(dataset, {})
+        if part.get("state") == DEFERRED:
+            continue
+        outcome = part.get("outcome") or step.action
+        if outcome in ERASED_ACTIONS:
+            found.add(dataset)
+    return found
 
 
 def _suppress(request_id: str) -> None:
     """Put what this request erased on the suppression list (digests only)."""
     with ledger.session() as db:
         request = get(request_id, db)
-        erased = {
-            s.system for s in steps_of(db, request.id) if s.action in ERASED_ACTIONS
-        }
+        steps = steps_of(db, request.id)
+        erased = {s.system: _erased_datasets(s) for s in steps}
+        held = {s.system for s in steps if s.state == DEFERRED}
         keys = [
             row.digest
             for row in db.exec(
@@ -149,67 +168,138 @@ def _suppress(request_id: str) -> None:
                     SealedIdentity.role == "resolved",
                 )
             )
-            if row.system in erased
+            if row.dataset in erased.get(row.system or "", set())
         ]
         suppression.suppress(
             db,
             request.estate,
             request.id,
-            systems=erased,
+            systems={s for s, datasets in erased.items() if datasets and s not in held},
             subjects=request.subjects,
             keys=keys,
         )
 
 
+def latest_certificate(db: Session, request_id: str) -> Certificate | None:
+    """The request's newest certificate (a superseding one replaces the first)."""
+    return db.exec(
+        select(Certificate)
+        .where(Certificate.request_id == request_id)
+        .order_by(col(Certificate.issued_at).desc())
+    ).first()
+
+
 def close(request_id: str) -> Certificate | None:
-    """Issue the certificate if every step is settled; else mark incomplete."""
-    runtime = current()
+    """Certify what is settled; mark the request incomplete when something is not.
+
+    Every step settled: a complete certificate. Settled except parts a legal
+    hold defers: a partial certificate saying so (state ``held``). Once those
+    parts have run, a new certificate supersedes the partial one and names it.
+    """
     with ledger.session() as db:
         request = get(request_id, db)
-        existing = db.exec(
-            select(Certificate).where(Certificate.request_id == request.id)
-        ).first()
-        if existing is not None:
-            return existing
+        latest = latest_certificate(db, request.id)
+        if request.state in (AWAITING_APPROVAL, DENIED):
+            return latest
+        if latest is not None and request.state == COMPLETED:
+            return latest
         steps = steps_of(db, request.id)
-        outstanding = [s.system for s in steps if not is_settled(s)]
+        outstanding = [
+            s.system for s in steps if not is_settled(s) and s.state != DEFERRED
+        ]
+        deferred = [s.system for s in steps if s.state == DEFERRED]
         if outstanding or not steps:
             request.state = INCOMPLETE
             db.add(request)
             certificate = None
+        elif latest is not None and deferred and request.state == HELD:
+            return latest  # nothing new to state: the same parts still wait
         else:
             completed_at = utcnow()
-            certificate_id = f"cert-{uuid.uuid4().hex[:12]}"
-            kid, key = runtime.keys.signing_key()
-            jws = sign(
-                payload_for(
-                    request,
-                    duplicates.intake_ids(db, request.id),
-                    recipients(db, request, steps),
-                    steps,
-                    completed_at,
-                    certificate_id,
-                ),
-                kid=kid,
-                key=key,
-            )
-            certificate = Certificate(
-                id=certificate_id, request_id=request.id, kid=kid, jws=jws
-            )
-            request.state = COMPLETED
-            request.completed_at = completed_at
-            db.add(certificate)
+            kind = "partial" if deferred else "completion"
+            certificate = _issue(db, request, steps, latest, kind, completed_at)
+            request.state = HELD if deferred else COMPLETED
+            request.completed_at = None if deferred else completed_at
             db.add(request)
     if certificate is None:
         audit.append(
             "request.incomplete", request_id=request_id, outstanding=outstanding
         )
-    else:
-        _suppress(request_id)
-        audit.append(
-            "certificate.issued",
-            request_id=request_id,
-            certificate_id=certificate.id,
-            kid=certificate.kid,
+        return None
+    _suppress(request_id)
+    audit.append(
+        "certificate.issued",
+        request_id=request_id,
+        certificate_id=certificate.id,
+        kid=certificate.kid,
+        supersedes=certificate.supersedes,
+        deferred=deferred,
+    )
+    return certificate
+
+
+def _issue(
+    db: Session,
+    request: Request,
+    steps: list[SystemStep],
+    latest: Certificate | None,
+    kind: str,
+    completed_at: datetime | None,
+) -> Certificate:
+    """Sign and store one certificate of ``kind``, naming the one it supersedes."""
+    certificate_id = f"cert-{uuid.uuid4().hex[:12]}"
+    kid, key = current().keys.signing_key()
+    stated_at = utcnow()
+    payload = payload_for(
+        request,
+        duplicates.intake_ids(db, request.id),
+        recipients(db, request, steps),
+        steps,
+        completed_at or stated_at,
+        certificate_id,
+    )
+    if completed_at is None:
+        payload["request"]["completed_at"] = None
+        payload["request"]["stated_at"] = _iso(stated_at)
+    supersedes = latest.id if latest is not None else None
+    payload.update(kind=kind, complete=kind == "completion", supersedes=supersedes)
+    certificate = Certificate(
+        id=certificate_id,
+        request_id=request.id,
+        kid=kid,
+        jws=sign(payload, kid=kid, key=key),
+        supersedes=supersedes,
+        kind=kind,
+    )
+    db.add(certificate)
+    return certificate
+
+
+def interim(request_id: str) -> Certificate:
+    """Sign a statement of where an unfinished request stands, system by system.
+
+    For the deadline: it states each system's honest level now — awaiting the
+    vendor (with its documented deadline), failed, deferred — and is marked
+    ``"complete": false``. The completion certificate, when it comes,
+    supersedes it.
+    """
+    with ledger.session() as db:
+        request = get(request_id, db)
+        if request.state in (COMPLETED, DENIED):
+            raise InputError(
+                f"request {request.id} is {request.state}: its certificate is final; "
+                f"`lethe certificate export {request.id}` writes it"
+            )
+        steps = steps_of(db, request.id)
+        if not steps:
+            raise InputError(
+                f"request {request.id} has not been planned yet: run it first "
+                f"(`lethe dsr run {request.id}`)"
+            )
+        certificate = _issue(
+            db, request, steps, latest_certificate(db, request.id), "interim", None
         )
+    audit.append(
+        "certificate.interim", request_id=request_id, certificate_id=certificate.id
+    )
     return certificate

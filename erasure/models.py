@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Text, UniqueConstraint
+from sqlalchemy import JSON, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Column, Field, SQLModel
 
 from lethe.vault import Redacted, utcnow
@@ -23,7 +23,16 @@ COMPLETED = "completed"
 INCOMPLETE = "incomplete"  # a system failed or is still awaiting its vendor
 NEEDS_DISAMBIGUATION = "needs_disambiguation"  # an identity matched several people
 DUPLICATE = "duplicate"  # the same person and type, already open: linked, not run
-OPEN_STATES = (RECEIVED, IN_PROGRESS, INCOMPLETE, NEEDS_DISAMBIGUATION)
+HELD = "held"  # every part it could run is done; legal holds defer the rest
+AWAITING_APPROVAL = "awaiting_approval"  # a second officer must approve it first
+DENIED = "denied"  # refused with a reason code and certified; never runs
+OPEN_STATES = (
+    RECEIVED,
+    IN_PROGRESS,
+    INCOMPLETE,
+    NEEDS_DISAMBIGUATION,
+    AWAITING_APPROVAL,
+)
 
 # Per-system states
 PLANNED = "planned"
@@ -31,6 +40,7 @@ AWAITING_VENDOR = "awaiting_vendor"
 DONE = "done"
 FAILED = "failed"
 NO_DATA = "no_data"
+DEFERRED = "deferred"  # held: a legal hold keeps it until released
 
 
 class Request(Redacted, SQLModel, table=True):
@@ -66,7 +76,20 @@ class Request(Redacted, SQLModel, table=True):
     duplicate_of: str | None = Field(default=None, index=True)
     idempotency_key: str | None = Field(default=None, unique=True)
     rechecks: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+    policy_digest: str = ""  # sha256 of the policy file the plan was made under
     detail: str = Field(default="", sa_column=Column(Text))
+    # Who acted (staff handles, erasure/decisions.py) and what they decided.
+    # Notes are staff free text: sealed under the request's data key, so a
+    # purge shreds them with the identifiers; never on a certificate.
+    submitted_by: str = ""
+    approval_required: bool = False
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    approval_note: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    denial_reason: str | None = None
+    denied_by: str | None = None
+    denied_at: datetime | None = None
+    denial_note: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
 
 
 class SystemStep(Redacted, SQLModel, table=True):
@@ -90,6 +113,9 @@ class SystemStep(Redacted, SQLModel, table=True):
     retained_until: date | None = None
     basis: str | None = None
     dates: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+    parts: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, sa_column=Column(JSON)
+    )  # per dataset: the policy's decision (action, rule, basis, retention), state
     verified: bool = False
     observed: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     verified_at: datetime | None = None
@@ -125,6 +151,8 @@ class Certificate(Redacted, SQLModel, table=True):
     kid: str
     issued_at: datetime = Field(default_factory=utcnow)
     jws: str = Field(sa_column=Column(Text))
+    supersedes: str | None = None  # the certificate this one replaces
+    kind: str = "completion"  # completion | partial (held) | interim | denial
 
 
 class AuditEvent(Redacted, SQLModel, table=True):
@@ -140,3 +168,28 @@ class AuditEvent(Redacted, SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     prev_hash: str
     hash: str
+
+
+class LegalHold(Redacted, SQLModel, table=True):
+    """A legal hold: what it freezes (system, dataset, category), why, until when.
+
+    Without ``request_id`` it holds that scope for every request of the estate.
+    The reason is staff free text: it stays in the ledger, never on a
+    certificate, in a log or in Prefect.
+    """
+
+    __tablename__ = "legal_hold"
+    _repr_fields = ("id", "estate", "system", "dataset", "category", "ends_on")
+
+    id: str = Field(primary_key=True)
+    estate: str = Field(index=True)
+    request_id: str | None = Field(default=None, index=True)
+    system: str
+    dataset: str | None = None
+    category: str | None = None
+    reason: str = Field(sa_column=Column(Text))
+    ends_on: date | None = None
+    placed_by: str = ""
+    placed_at: datetime = Field(default_factory=utcnow)
+    released_by: str | None = None
+    released_at: datetime | None = None

@@ -16,6 +16,8 @@ from sqlmodel import Session, select
 import lineage
 from erasure import audit
 from erasure.models import (
+    AWAITING_APPROVAL,
+    DENIED,
     IN_PROGRESS,
     NEEDS_DISAMBIGUATION,
     NO_DATA,
@@ -29,11 +31,11 @@ from lethe import ledger
 from lethe.errors import InputError
 from lethe.estate.config import Estate
 from lethe.identity import salesforce_id_18
+from lethe.policy import STRENGTH
 from lethe.runtime import current
 from lethe.vault import SealedIdentity, utcnow
 
 PERSON_OBJECTS = ("Contact", "Lead")
-PLANNED_ACTION = {"delete": "delete", "anonymise": "anonymise", "retain": "retain"}
 
 
 def submitted_identities(db: Session, request_id: str) -> list[tuple[str, str]]:
@@ -117,8 +119,8 @@ def resolve(request_id: str, estate: Estate) -> list[SystemStep] | None:
         existing = steps_of(db, request.id)
         if request.resolved_at is not None and existing:
             return existing
-        if request.state == NEEDS_DISAMBIGUATION:
-            return None
+        if request.state in (NEEDS_DISAMBIGUATION, AWAITING_APPROVAL, DENIED):
+            return None  # re-checked here, in the planning transaction
         request.detail = ""
         request.estate = request.estate or estate.name
         subjects = _subjects(db, request, estate)
@@ -136,6 +138,7 @@ def resolve(request_id: str, estate: Estate) -> list[SystemStep] | None:
                 for system in estate.systems
             ]
             request.lineage_digest = lineage_digest(holdings)
+            request.policy_digest = estate.policy.digest
             request.subjects = sorted(subjects)
             request.resolved_at = utcnow()
             request.state = IN_PROGRESS
@@ -214,16 +217,29 @@ def _plan_system(
                 )
             )
         key_count += len(holding.keys)
+    parts = {
+        h.local_name: estate.policy.decide(
+            system, h.local_name, request.regulation
+        ).as_json()
+        for h in holdings
+    }
+    whole = estate.policy.decide(system, "", request.regulation).action
     step = SystemStep(
         request_id=request.id,
         system=system,
-        planned_action=PLANNED_ACTION[estate.action_for(system)],
+        planned_action=strongest([p["action"] for p in parts.values()]) or whole,
         key_count=key_count,
         datasets=sorted(h.local_name for h in holdings),
+        parts=parts,
         state=PLANNED if key_count else NO_DATA,
     )
     db.add(step)
     return step
+
+
+def strongest(actions: list[str]) -> str | None:
+    """The action that prevails in one system: retain over anonymise over delete."""
+    return max(actions, key=STRENGTH.__getitem__) if actions else None
 
 
 def keys_for(request_id: str, system: str) -> dict[str, list[str]]:

@@ -9,7 +9,8 @@ none of it personal. The subject's keyed digest stays, so a later copy of the
 same person can still be recognised without knowing who they were.
 
 A request is purged when its proof period has passed (``LETHE_PROOF_PERIOD_DAYS``,
-default 30 days after completion), or at once with ``lethe dsr purge ID``.
+default 30 days after completion, or after denial for a denied request), or at
+once with ``lethe dsr purge ID``. The officers' sealed notes go with the key.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlmodel import col, select
 
 from erasure import audit
-from erasure.models import COMPLETED, Request
+from erasure.models import COMPLETED, DENIED, Request
 from erasure.requests import get
 from lethe import ledger
 from lethe.errors import ConfigError, InputError
@@ -28,6 +29,7 @@ from lethe.runtime import current
 from lethe.vault import utcnow
 
 DEFAULT_PROOF_PERIOD_DAYS = 30
+FINISHED_STATES = (COMPLETED, DENIED)
 
 
 def proof_period() -> timedelta:
@@ -42,17 +44,19 @@ def proof_period() -> timedelta:
 
 
 def purge(request_id: str) -> Request:
-    """Destroy the data key of one completed request."""
+    """Destroy the data key of one completed (or denied) request."""
     vault = current().vault
     with ledger.session() as db:
         request = get(request_id, db)
-        if request.state != COMPLETED:
+        if request.state not in FINISHED_STATES:
             raise InputError(
                 f"request {request.id} is {request.state}; only a completed request "
-                "can be purged (its identifiers are still needed to finish it)"
+                "(or a denied one) can be purged (its identifiers are still needed "
+                "to finish it)"
             )
         if request.purged_at is None:
             vault.destroy(db, request.id)
+            request.approval_note = request.denial_note = None
             request.purged_at = utcnow()
             db.add(request)
             purged = True
@@ -64,7 +68,7 @@ def purge(request_id: str) -> Request:
 
 
 def purge_expired(now: datetime | None = None) -> list[str]:
-    """Purge every completed request whose proof period has passed."""
+    """Purge every finished request whose proof period has passed."""
     cutoff = (now or utcnow()) - proof_period()
     with ledger.session() as db:
         due = list(
@@ -76,10 +80,20 @@ def purge_expired(now: datetime | None = None) -> list[str]:
                 )
             )
         )
+        denied = list(
+            db.exec(
+                select(Request.id).where(
+                    Request.state == DENIED,
+                    col(Request.purged_at).is_(None),
+                    col(Request.denied_at) <= cutoff,
+                )
+            )
+        )
     from erasure.recheck import pending
 
     ready = []
     for request_id in due:
         if not pending(get(request_id)):  # re-checks need the keys: they go first
             ready.append(purge(request_id).id)
-    return ready
+    # nothing was erased for a denied request, so there is nothing to re-check
+    return ready + [purge(request_id).id for request_id in denied]

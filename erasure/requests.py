@@ -7,6 +7,9 @@ whole or not at all.
 
 from __future__ import annotations
 
+import getpass
+import os
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -16,7 +19,16 @@ from sqlmodel import Session, col, select
 
 from erasure import audit, duplicates
 from erasure.clocks import DEFAULT_JURISDICTION, REGULATIONS, Clock
-from erasure.models import DUPLICATE, INCOMPLETE, Certificate, Request, SystemStep
+from erasure.models import (
+    AWAITING_APPROVAL,
+    DUPLICATE,
+    INCOMPLETE,
+    RECEIVED,
+    Certificate,
+    Request,
+    SystemStep,
+)
+from erasure.outcomes import outcome_label
 from lethe import ledger
 from lethe.errors import InputError, NotFoundError
 from lethe.identity import normalize_email, normalize_phone
@@ -24,10 +36,34 @@ from lethe.runtime import current
 from lethe.vault import SealedIdentity
 
 REQUEST_TYPES = ("erasure",)
+HANDLE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def new_request_id() -> str:
     return f"dsr-{uuid.uuid4().hex[:12]}"
+
+
+def officer(handle: str | None = None) -> str:
+    """The staff handle of whoever acts: ``--by``, else ``LETHE_OFFICER``, else
+    the OS user. A handle is a short staff id (``officer-7``), never an e-mail
+    or a name, so the message never repeats what was given."""
+    source = "--by"
+    if handle is None:
+        handle, source = os.environ.get("LETHE_OFFICER"), "LETHE_OFFICER"
+    if handle is None:
+        try:
+            handle, source = getpass.getuser(), "the OS user name"
+        except (KeyError, OSError):
+            raise InputError(
+                "cannot tell who is acting: pass --by HANDLE or set LETHE_OFFICER"
+            ) from None
+    handle = handle.strip()
+    if not HANDLE.fullmatch(handle):
+        raise InputError(
+            f"{source} must be a staff handle such as officer-7: 1 to 64 letters, "
+            "digits, '.', '_' or '-' (not an e-mail address or a name)"
+        )
+    return handle
 
 
 def _identities(
@@ -70,6 +106,8 @@ def submit(
     jurisdiction: str | None = None,
     estate: str = "",
     idempotency_key: str | None = None,
+    submitted_by: str = "",
+    require_approval: bool = False,
 ) -> Request:
     """Store a new erasure request and return it.
 
@@ -77,7 +115,17 @@ def submit(
     key and its sealed identities are then written in one transaction. A
     repeated ``idempotency_key`` returns the request it created; a request for
     a subject with an open one is stored as its duplicate (erasure/duplicates.py).
+    With ``require_approval`` the request waits, in ``awaiting_approval``, for a
+    second officer (erasure/decisions.py); a duplicate passes that on to the
+    open request if it has not been planned yet.
     """
+    if submitted_by:
+        submitted_by = officer(submitted_by)
+    elif require_approval:
+        raise InputError(
+            "a request that needs approval needs its submitter's handle "
+            "(--by HANDLE or LETHE_OFFICER), so a second officer can approve it"
+        )
     regulation = regulation.strip().lower()
     if regulation not in REGULATIONS:
         raise InputError(
@@ -117,12 +165,17 @@ def submit(
                 idempotency_key,
                 digests,
             )
+            duplicate.submitted_by = submitted_by
+            if require_approval:
+                _require_approval(open_one)
     if open_one is not None:
         audit.append(
             "request.duplicate",
             request_id=request_id,
             duplicate_of=open_one.id,
             channel=channel,
+            submitted_by=submitted_by or None,
+            approval_required=require_approval,
         )
         return duplicate
     with ledger.session() as db:
@@ -141,6 +194,9 @@ def submit(
                 subject_digest=digests[0][2],
                 subject_kind=digests[0][0],
                 idempotency_key=idempotency_key,
+                submitted_by=submitted_by,
+                approval_required=require_approval,
+                state=AWAITING_APPROVAL if require_approval else RECEIVED,
             )
         )
         for kind, value, digest in digests:
@@ -158,8 +214,19 @@ def submit(
         request_id=request_id,
         regulation=regulation,
         channel=channel,
+        submitted_by=submitted_by or None,
+        approval_required=require_approval,
     )
     return get(request_id)
+
+
+def _require_approval(open_one: Request) -> None:
+    """A second intake asks for approval: the open request waits for it too,
+    unless it is already planned or approved (then it is past that gate)."""
+    if open_one.state != RECEIVED or open_one.approved_at is not None:
+        return
+    open_one.approval_required = True
+    open_one.state = AWAITING_APPROVAL
 
 
 def _by_idempotency_key(
@@ -313,8 +380,10 @@ def describe(request_id: str) -> dict[str, Any]:
         request = get(request_id, db)
         steps = steps_of(db, request.id)
         certificate = db.exec(
-            select(Certificate).where(Certificate.request_id == request.id)
-        ).first()
+            select(Certificate)
+            .where(Certificate.request_id == request.id)
+            .order_by(col(Certificate.issued_at).desc())
+        ).first()  # the newest: a superseding certificate replaces the first
         candidates = candidates_of(db, request.id)
     return {
         "request_id": request.id,
@@ -327,6 +396,19 @@ def describe(request_id: str) -> dict[str, Any]:
         "rechecks": request.rechecks,
         "state": request.state,
         "detail": request.detail,
+        "submitted_by": request.submitted_by or None,
+        "approval": {
+            "required": request.approval_required,
+            "by": request.approved_by,
+            "at": _iso(request.approved_at),
+        },
+        "denial": {
+            "reason": request.denial_reason,
+            "by": request.denied_by,
+            "at": _iso(request.denied_at),
+        }
+        if request.denial_reason
+        else None,
         "received_at": _iso(request.received_at),
         "jurisdiction": request.jurisdiction,
         "rule_version": request.rule_version,
@@ -337,6 +419,7 @@ def describe(request_id: str) -> dict[str, Any]:
         "completed_at": _iso(request.completed_at),
         "purged_at": _iso(request.purged_at),
         "certificate_id": certificate.id if certificate else None,
+        "certificate_kind": certificate.kind if certificate else None,
         "candidates": candidates,
         "systems": [_step_json(step) for step in steps],
     }
@@ -379,6 +462,8 @@ def _step_json(step: SystemStep) -> dict[str, Any]:
         else None,
         "basis": step.basis,
         "dates": step.dates,
+        "parts": step.parts,
+        "outcome": outcome_label(step),
         "detail": step.detail,
     }
 

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from erasure import audit
 from erasure.models import (
     AWAITING_VENDOR,
+    DEFERRED,
     DONE,
     FAILED,
     Attempt,
@@ -145,3 +146,69 @@ def update_step(request_id: str, system: str, **fields: Any) -> SystemStep:
 def attempts_of(request_id: str) -> list[Attempt]:
     with ledger.session() as db:
         return list(db.exec(select(Attempt).where(Attempt.request_id == request_id)))
+
+
+def settle_group(
+    request_id: str,
+    system: str,
+    datasets: list[str],
+    state: str,
+    outcome: Any,
+    evidence: Any,
+) -> None:
+    """Record one action group's verified result on its datasets' parts."""
+    with ledger.session() as db:
+        step = _step(db, request_id, system)
+        parts = {name: dict(part) for name, part in step.parts.items()}
+        for dataset in datasets:
+            part = parts.setdefault(dataset, {})
+            part.update(
+                state=state,
+                outcome=outcome.action,
+                records_affected=outcome.records_affected,
+                verified=evidence.verified,
+                observed=evidence.observed.get(dataset),
+            )
+            if outcome.retained_until is not None:
+                part.update(
+                    retained_until=outcome.retained_until.isoformat(),
+                    basis=outcome.basis,
+                )
+        step.parts = parts
+        step.updated_at = utcnow()
+        db.add(step)
+
+
+def settle_parts(request_id: str, system: str, results: dict[str, str]) -> str:
+    """The step's state once each of its action groups has run.
+
+    Done and verified only when every part is; otherwise failed when any
+    failed, else awaiting its vendor, else deferred by a hold.
+    """
+    step = load_step(request_id, system)
+    states = set(results.values()) | {
+        str(p.get("state")) for p in step.parts.values() if p.get("state")
+    }
+    if FAILED in states:
+        state = FAILED
+    elif AWAITING_VENDOR in states:
+        state = AWAITING_VENDOR
+    elif DEFERRED in states:
+        state = DEFERRED
+    else:
+        state = DONE
+    done = [p for p in step.parts.values() if p.get("state") == DONE]
+    outcomes = sorted({str(p.get("outcome")) for p in done})
+    update_step(
+        request_id,
+        system,
+        state=state,
+        verified=state == DONE,
+        action=outcomes[0] if len(outcomes) == 1 else "+".join(outcomes),
+        records_affected=sum(int(p.get("records_affected") or 0) for p in done),
+        detail={
+            DONE: "each dataset's result is in its part",
+            DEFERRED: "held: a legal hold defers part of it; the rest is done",
+        }.get(state, "not every dataset's action has finished"),
+    )
+    return state

@@ -13,11 +13,15 @@ from typing import Any
 
 from erasure import audit
 from erasure.clocks import DEFAULT_JURISDICTION, Clock
-from erasure.models import Request
+from erasure.models import COMPLETED, DENIED, HELD, Request
 from erasure.requests import get
 from lethe import ledger
 from lethe.errors import InputError
 from lethe.logsafe import redact
+
+# Answered: completed, denied (and certified), or done except what a legal hold
+# defers (the hold is the answer for that part, GDPR Art. 17(3)(e)).
+FINISHED = (COMPLETED, DENIED, HELD)
 
 
 def start(regulation: str, received_at: datetime, jurisdiction: str | None) -> Clock:
@@ -58,8 +62,10 @@ def extend(request_id: str, reason: str, *, notified_on: date | None = None) -> 
     reason = redact(reason.strip())
     with ledger.session() as db:
         request = get(request_id, db)
-        if request.state == "completed":
-            raise InputError(f"request {request.id} is completed; nothing to extend")
+        if request.state in FINISHED:
+            raise InputError(
+                f"request {request.id} is {request.state}; nothing to extend"
+            )
         notified = notified_on or today_in(request)
         clock = clock_of(request).extend(notified, reason)
         request.extension_notified_on = notified
@@ -85,8 +91,10 @@ def pause(request_id: str, *, since: date | None = None) -> Request:
                 f"request {request.id} is already paused since {request.paused_since}; "
                 "resume it first"
             )
-        if request.state == "completed":
-            raise InputError(f"request {request.id} is completed; nothing to pause")
+        if request.state in FINISHED:
+            raise InputError(
+                f"request {request.id} is {request.state}; nothing to pause"
+            )
         request.paused_since = since or today_in(request)
         db.add(request)
     audit.append("request.paused", request_id=request_id)
@@ -121,7 +129,7 @@ def due(
     clock = clock_of(request)
     flag = (
         "done"
-        if request.state == "completed"
+        if request.state in FINISHED
         else clock.due_state(
             today or clock.jurisdiction.local_date(datetime.now(UTC)), within_days
         )

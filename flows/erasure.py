@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from prefect import flow, task
@@ -24,17 +26,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import lineage
 from connectors.base import AsyncConnector, Connector, Outcome, SyncConnector
-from erasure import certify, duplicates, plan, requests, steps
-from erasure.models import DONE, FAILED, NEEDS_DISAMBIGUATION, NO_DATA
+from connectors.registry import VENDOR_SLA_DAYS, plan_method
+from erasure import certify, decisions, duplicates, holds, plan, requests, steps
+from erasure.models import DEFERRED, DONE, FAILED, NEEDS_DISAMBIGUATION, NO_DATA
 from erasure.requests import get_many
+from flows import _actions
 from flows.estate import (
-    can_discover,
     connector_for,
     current_estate,
-    discover,
-    source_records,
     to_connector_keys,
 )
+from flows.search import is_planned, search_systems
 from lethe import ledger
 from lethe.errors import (
     ConfigError,
@@ -91,116 +93,19 @@ def _transient_only(task: Any, task_run: Any, state: Any) -> bool:
 TASK_OPTIONS: dict[str, Any] = {"persist_result": False, "cache_policy": NO_CACHE}
 
 
-@task(name="search-systems", **TASK_OPTIONS)
-def search_systems(request_ids: list[str]) -> dict[str, int]:
-    """Find each subject's records by identity before planning.
-
-    The source system is searched by e-mail and phone (its records and their
-    Cases join lineage); systems that can search by e-mail themselves (the ERP)
-    are asked too, so records no job copied from Salesforce are found.
-    Requests already planned are not searched again.
-    """
-    estate = current_estate()
-    pending = [rid for rid in request_ids if not _planned(rid)]
-    found: dict[str, int] = {}
-    identities = {rid: _identities(rid) for rid in pending}
-    with connector_for(estate, estate.source) as source:
-        for request_id in pending:
-            try:
-                found[request_id] = _search_source(
-                    estate, source, identities[request_id]
-                )
-            except LetheError as exc:
-                _not_searched(request_id, estate.source, exc)
-    searched = [rid for rid in pending if rid in found]
-    for system in estate.systems:
-        if system == estate.source or not searched:
-            continue
-        with connector_for(estate, system) as connector:
-            if not can_discover(connector):
-                continue
-            for request_id in list(searched):
-                try:
-                    _discover(estate, system, connector, identities[request_id])
-                except LetheError as exc:
-                    _not_searched(request_id, system, exc)
-                    searched.remove(request_id)
-                    found.pop(request_id, None)
-    return found
-
-
-def _not_searched(request_id: str, system: str, exc: LetheError) -> None:
-    """A search failed: the request stays unplanned, visibly, until a re-run."""
-    detail = f"could not search {system} for the subject ({exc}); nothing was erased"
-    requests.mark_unplanned(request_id, detail)
-    log.warning("request %s: %s", request_id, detail)
-
-
-def _planned(request_id: str) -> bool:
-    return get_many([request_id])[0].resolved_at is not None
-
-
-def _identities(request_id: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {"email": [], "phone": []}
-    with ledger.session() as db:
-        for kind, value in plan.submitted_identities(db, request_id):
-            found.setdefault(kind, []).append(value)
-    return found
-
-
-def _search_source(
-    estate: Estate, source: Any, identities: dict[str, list[str]]
-) -> int:
-    runtime = current()
-    matches = source.find_contacts(
-        emails=identities["email"], phones=identities["phone"]
-    )
-    records = []
-    for sobject, rows in matches.items():
-        records += source_records(sobject, rows)
-    for contact in [r.id for r in records if r.sobject == "Contact"]:
-        records += [
-            lineage.SourceRecord(sobject="Case", id=case_id, parent_id=contact)
-            for case_id in source.cases_for([contact])
-        ]
-    with ledger.session() as db:
-        lineage.record_source_snapshot(
-            db,
-            runtime.vault,
-            estate.name,
-            estate.source,
-            records,
-            phone_region=runtime.settings.phone_region,
-        )
-    return len(records)
-
-
-def _discover(
-    estate: Estate, system: str, connector: Any, identities: dict[str, list[str]]
-) -> None:
-    vault = current().vault
-    for email in identities["email"]:
-        found = discover(connector, emails=[email])
-        with ledger.session() as db:
-            for dataset, keys in found.items():
-                lineage.record_discovered(
-                    db,
-                    vault,
-                    estate.name,
-                    f"{system}:{dataset}",
-                    keys,
-                    identity_kind="email",
-                    identity_digest=vault.digest("email", email),
-                )
-
-
 @task(name="plan-requests", **TASK_OPTIONS)
 def plan_requests(request_ids: list[str], searched: dict[str, int]) -> list[str]:
-    """Plan every request; returns the ids that are ready to run."""
+    """Plan every request; returns the ids that are ready to run.
+
+    A request awaiting a second officer's approval, or denied, is never planned.
+    """
     estate = current_estate()
+    held = decisions.not_runnable(request_ids)
     ready = []
     for request_id in request_ids:
-        if request_id not in searched and not _planned(request_id):
+        if request_id in held:
+            continue
+        if request_id not in searched and not is_planned(request_id):
             continue
         planned = plan.resolve(request_id, estate)
         if planned is None:
@@ -254,16 +159,54 @@ def _run_step(
     step = steps.load_step(request_id, system)
     if step.state == NO_DATA or (step.state == DONE and step.verified):
         return step.state
-    keys = to_connector_keys(estate, system, plan.keys_for(request_id, system))
-    action = step.planned_action
+    step = holds.defer_held(estate, request_id, system)
+    keys = plan.keys_for(request_id, system)
+    groups = _actions.groups(step.parts, step.planned_action, keys)
+    states = {p.get("state") for p in step.parts.values()}
+    if not groups:
+        if DEFERRED in states:
+            return steps.settle_parts(request_id, system, {})
+        return step.state
+    kind = str(estate.systems[system].get("kind"))
+    if len(groups) == 1 and not states & {DEFERRED, DONE}:
+        [(action, dataset_keys)] = groups.items()
+        return _run_group(
+            estate, connector, kind, system, request_id, action, dataset_keys
+        )
+    results = {
+        action: _run_group(
+            estate, connector, kind, system, request_id, action, ks, whole=False
+        )
+        for action, ks in groups.items()
+    }
+    return steps.settle_parts(request_id, system, results)
+
+
+def _run_group(
+    estate: Estate,
+    connector: Connector,
+    kind: str,
+    system: str,
+    request_id: str,
+    action: str,
+    dataset_keys: dict[str, list[str]],
+    *,
+    whole: bool = True,
+) -> str:
+    """Run one executed action (delete, anonymise, retain) over its datasets.
+
+    ``whole``: the group is the step's only one, so its result is the step's.
+    """
+    keys = to_connector_keys(estate, system, dataset_keys)
     try:
-        outcome = _act(connector, system, request_id, action, keys)
+        outcome = _act(connector, kind, system, request_id, action, keys)
         if outcome.status == "pending":
             steps.update_step(
                 request_id,
                 system,
                 vendor_status=outcome.vendor_status,
                 detail="awaiting the vendor's job",
+                dates=_with_sla(steps.load_step(request_id, system).dates, kind),
             )
             return "awaiting_vendor"
         if outcome.status == "failed":
@@ -276,7 +219,17 @@ def _run_step(
                 vendor_status=outcome.vendor_status,
             )
             return FAILED
-        return _verify(estate, connector, system, request_id, keys, outcome)
+        return _verify(
+            estate,
+            connector,
+            kind,
+            system,
+            request_id,
+            action,
+            keys,
+            outcome,
+            whole=whole,
+        )
     except TransientConnectorError as exc:
         steps.update_step(request_id, system, state=FAILED, detail=str(exc))
         raise TransientConnectorError(f"{system}: {exc}", status=exc.status) from None
@@ -296,11 +249,13 @@ def _run_step(
 
 def _act(
     connector: Connector,
+    kind: str,
     system: str,
     request_id: str,
     action: str,
     keys: dict[str, list[str]],
 ) -> Outcome:
+    method = plan_method(kind, _actions.base(action))
     attempt = steps.begin_attempt(request_id, system, action)
     if not attempt.called:
         missing = _missing_where_lineage_says(connector, keys)
@@ -309,11 +264,12 @@ def _act(
                 steps.finish_attempt(request_id, system, action)
                 _record(request_id, system, missing)
             return missing
+        if method == "anonymise":
+            fields = _actions.fields_of(steps.load_step(request_id, system).parts, keys)
+            _actions.seal_pre_image(connector, request_id, system, keys, fields)
         steps.mark_calling(request_id, system, action)
-    if isinstance(connector, AsyncConnector):
+    if method == "erase" and isinstance(connector, AsyncConnector):
         return _act_async(connector, system, request_id, action, keys, attempt)
-    if not isinstance(connector, SyncConnector):
-        raise LetheError(f"the {system} connector can neither erase nor submit")
     if attempt.state == "finished":
         step = steps.load_step(request_id, system)
         return Outcome(
@@ -323,10 +279,55 @@ def _act(
             retained_until=step.retained_until,
             basis=step.basis,
         )
-    outcome = connector.erase(keys, idempotency_key=attempt.idempotency_key)
+    if method is None:
+        outcome = _actions.retain_in_place(keys)
+    elif method == "anonymise":
+        fields = _actions.fields_of(steps.load_step(request_id, system).parts, keys)
+        outcome = connector.anonymise(  # type: ignore[attr-defined]
+            keys, fields, idempotency_key=attempt.idempotency_key
+        )
+    elif isinstance(connector, SyncConnector):
+        outcome = connector.erase(keys, idempotency_key=attempt.idempotency_key)
+    else:
+        raise LetheError(f"the {system} connector can neither erase nor submit")
+    outcome = _with_policy(request_id, system, action, keys, outcome)
     steps.finish_attempt(request_id, system, action)
     _record(request_id, system, outcome)
     return outcome
+
+
+def _with_sla(dates: dict[str, str], kind: str) -> dict[str, str]:
+    """The vendor's documented deadline for a job it has accepted, set once."""
+    days = VENDOR_SLA_DAYS.get(kind)
+    if days is None or "vendor_sla_by" in dates:
+        return dates
+    return {
+        **dates,
+        "vendor_sla_by": (utcnow() + timedelta(days=days)).date().isoformat(),
+    }
+
+
+def _with_policy(
+    request_id: str,
+    system: str,
+    action: str,
+    keys: dict[str, list[str]],
+    outcome: Outcome,
+) -> Outcome:
+    """A retained outcome takes its basis and until-date from the policy's rule."""
+    if outcome.status != "done" or _actions.base(action) != "retain":
+        return outcome
+    step = steps.load_step(request_id, system)
+    found = _actions.retention(
+        step.parts, list(keys), outcome, requests.get_many([request_id])[0]
+    )
+    if found is None:
+        return outcome
+    until, basis, note = found
+    detail = "; ".join(p for p in (outcome.detail, note) if p)
+    return replace(
+        outcome, action="retained", retained_until=until, basis=basis, detail=detail
+    )
 
 
 def _missing_where_lineage_says(
@@ -410,16 +411,32 @@ def _record(request_id: str, system: str, outcome: Outcome) -> None:
 def _verify(
     estate: Estate,
     connector: Connector,
+    kind: str,
     system: str,
     request_id: str,
+    action: str,
     keys: dict[str, list[str]],
     outcome: Outcome,
+    *,
+    whole: bool,
 ) -> str:
-    evidence = connector.verify(keys)
+    method = plan_method(kind, _actions.base(action))
+    if method is None:
+        evidence = _actions.verify_retained(connector, keys)
+    elif method == "anonymise":
+        fields = _actions.fields_of(steps.load_step(request_id, system).parts, keys)
+        evidence = _actions.verify_anonymised(
+            connector, request_id, system, keys, fields
+        )
+    else:
+        evidence = connector.verify(keys)
     state = DONE if evidence.verified else FAILED
     detail = evidence.detail or outcome.detail
     if not evidence.verified:
-        detail = f"verification did not show the subject gone: {detail}"
+        detail = f"verification did not show the planned result: {detail}"
+    if not whole:  # one group of several: the step settles when all have run
+        steps.settle_group(request_id, system, list(keys), state, outcome, evidence)
+        return state
     steps.update_step(
         request_id,
         system,
@@ -429,7 +446,7 @@ def _verify(
         verified_at=evidence.checked_at or utcnow(),
         detail=detail,
     )
-    if evidence.verified:
+    if evidence.verified and method is not None:
         _forget_lineage_keys(estate, request_id, system)
     return state
 
@@ -467,6 +484,11 @@ def erase_requests(request_ids: list[str]) -> dict[str, str]:
     # unknown ids, or requests of another estate, fail before anything runs
     requests.check_estate(get_many(request_ids), estate.name)
     asked, request_ids = list(request_ids), requests.canonical_ids(request_ids)
+    # awaiting approval or denied: no system is searched, planned or erased
+    held = decisions.not_runnable(request_ids)
+    request_ids = [rid for rid in request_ids if rid not in held]
+    if not request_ids:
+        return _as_asked(asked, held)
     searched = search_systems(request_ids)
     ready = plan_requests(request_ids, searched)
     if ready:
@@ -474,6 +496,11 @@ def erase_requests(request_ids: list[str]) -> dict[str, str]:
         futures = [step.submit(system, ready) for system in estate.systems]
         wait(futures)
     states = close_requests(request_ids)
+    return _as_asked(asked, {**held, **states})
+
+
+def _as_asked(asked: list[str], states: dict[str, str]) -> dict[str, str]:
+    """Each id as given, duplicates answered by their canonical request."""
     with ledger.session() as db:
         return {
             rid: states[duplicates.canonical(db, requests.get(rid, db)).id]

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated LETHE_HOME, and a ledger on each backend.
+"""Shared fixtures: an isolated LETHE_HOME, a ledger on each backend, and the
+sample estate with a canary person planted, serving on loopback (``estate``).
 
 The ``ledger_url`` fixture runs a test on SQLite and on PostgreSQL. PostgreSQL
 comes from ``LETHE_TEST_POSTGRES_URL`` (scripts/test.sh starts a server and sets
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from lethe import ledger, runtime
+from tests.helpers import Estate, plant_canary_estate
 
 # Prefect's home must outlive every test's LETHE_HOME (scripts/test.sh sets it).
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="lethe-prefect-"))
@@ -75,3 +77,16 @@ def any_ledger(home: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> 
     ledger.reset_engines()
     runtime.reset()
     return ledger_url
+
+
+@pytest.fixture
+def estate(home: Path, tmp_path: Path) -> Iterator[Estate]:
+    """The sample estate with a canary first, on the SQLite ledger in ``home``.
+
+    A test file that needs both ledgers, or slower vendor jobs, defines its own.
+    """
+    planted = plant_canary_estate(tmp_path / "estate", step_seconds=0.05)
+    try:
+        yield planted
+    finally:
+        planted.servers.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -72,4 +73,40 @@ def plant_canary_estate(workdir: Path, *, step_seconds: float) -> Estate:
     sap.close()
     return Estate(
         workdir, data, servers, canary, contact_id, partner_id, app_user_id(contact_id)
+    )
+
+
+def prefect_files() -> list[Path]:
+    """The Prefect server's database files, to search for canary identifiers."""
+    explicit = os.environ.get("LETHE_TEST_PREFECT_DB")
+    base = (
+        Path(explicit) if explicit else Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+    )
+    return [p for p in (base, Path(f"{base}-wal")) if p.exists()]
+
+
+def flush_prefect() -> None:
+    """Send buffered logs and events to the server before searching it."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
+
+
+def forms_of(value: str) -> list[bytes]:
+    """The spellings of an identifier a search must not find (case, URL-quoted)."""
+    from urllib.parse import quote
+
+    return sorted(
+        {
+            f.encode()
+            for f in (
+                value,
+                value.lower(),
+                value.upper(),
+                quote(value),
+                quote(value.lower()),
+            )
+        }
     )

@@ -3,9 +3,6 @@ an alert once more than 5 % of sampled countries differ."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy import create_engine, text
 from sqlmodel import select
@@ -14,16 +11,7 @@ from flows.divergence import rules_of
 from lethe import ledger
 from lethe.errors import ConfigError
 from lineage.models import Alert
-from tests.helpers import Estate, plant_canary_estate
-
-
-@pytest.fixture
-def estate(home: Path, tmp_path: Path) -> Iterator[Estate]:
-    planted = plant_canary_estate(tmp_path / "estate", step_seconds=0.05)
-    try:
-        yield planted
-    finally:
-        planted.servers.stop()
+from tests.helpers import Estate
 
 
 def test_divergence_rules_are_validated() -> None:

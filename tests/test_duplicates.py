@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,16 +15,7 @@ from erasure.models import Certificate
 from lethe import ledger
 from lethe.emulators.segment import SegmentStore
 from lethe.errors import InputError
-from tests.helpers import Estate, plant_canary_estate
-
-
-@pytest.fixture
-def estate(home: Path, tmp_path: Path) -> Iterator[Estate]:
-    planted = plant_canary_estate(tmp_path / "estate", step_seconds=0.05)
-    try:
-        yield planted
-    finally:
-        planted.servers.stop()
+from tests.helpers import Estate
 
 
 def test_idempotency_key_returns_the_request_it_created(home: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -35,7 +34,13 @@ from lethe.errors import KeyDestroyedError
 from lethe.estate.jobs import device_id
 from lethe.runtime import current
 from lethe.vault import DataKey, SealedIdentity, Vault
-from tests.helpers import Estate, plant_canary_estate
+from tests.helpers import (
+    Estate,
+    flush_prefect,
+    forms_of,
+    plant_canary_estate,
+    prefect_files,
+)
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -110,39 +115,6 @@ def _certificate(request_id: str) -> str:
         ).one()
 
 
-def _prefect_files() -> list[Path]:
-    explicit = os.environ.get("LETHE_TEST_PREFECT_DB")
-    base = (
-        Path(explicit) if explicit else Path(os.environ["PREFECT_HOME"]) / "prefect.db"
-    )
-    return [p for p in (base, Path(f"{base}-wal")) if p.exists()]
-
-
-def _flush_prefect() -> None:
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    APILogWorker.drain_all()
-    EventsWorker.drain_all()
-
-
-def _forms(value: str) -> list[bytes]:
-    from urllib.parse import quote
-
-    return sorted(
-        {
-            f.encode()
-            for f in (
-                value,
-                value.lower(),
-                value.upper(),
-                quote(value),
-                quote(value.lower()),
-            )
-        }
-    )
-
-
 def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -> None:
     from flows.capture import capture_lineage
     from flows.erasure import erase_requests
@@ -172,6 +144,7 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     assert systems["warehouse"]["observed"] == {
         "raw.sf_contact": 0,
         "mart.customer_summary": 0,
+        "crm.newsletter": 0,  # found by the discovery scan alone
     }
     assert systems["warehouse"]["dates"]["physically_purged_by"]  # secure_delete
     assert systems["analytics"]["vendor_status"] == "FINISHED"
@@ -300,19 +273,19 @@ def test_erasure_end_to_end(estate: Estate, capfd: pytest.CaptureFixture[str]) -
     ]
 
     # The canary is nowhere lethe or Prefect wrote, nor in the output.
-    _flush_prefect()
+    flush_prefect()
     printed = capfd.readouterr()
-    prefect_files = _prefect_files()
-    assert prefect_files, "Prefect's database was not found"
-    assert any(canary_request.id.encode() in p.read_bytes() for p in prefect_files)
+    prefect_dbs = prefect_files()
+    assert prefect_dbs, "Prefect's database was not found"
+    assert any(canary_request.id.encode() in p.read_bytes() for p in prefect_dbs)
     home_files = [p for p in load_settings().home.rglob("*") if p.is_file()]
     warehouse = e.settings["systems"]["warehouse"]["url"]
     if warehouse.startswith("sqlite:///"):
         home_files.append(Path(warehouse.removeprefix("sqlite:///")))
     raw_keys = [e.contact_id, e.partner_id, e.user_id, device_id(e.contact_id)]
-    for path in [*prefect_files, *home_files]:
+    for path in [*prefect_dbs, *home_files]:
         data = path.read_bytes()
-        for form in _forms(e.canary.email):
+        for form in forms_of(e.canary.email):
             assert form not in data, f"canary e-mail found in {path}"
         if path in home_files[-1:] and warehouse.startswith("sqlite:///"):
             continue  # the warehouse is the estate's, not lethe's: e-mail only

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,18 +15,9 @@ from sqlmodel import select
 from erasure import requests
 from lethe import ledger
 from lineage.models import Alert
-from tests.helpers import Estate, plant_canary_estate
+from tests.helpers import Estate
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def estate(home: Path, tmp_path: Path) -> Iterator[Estate]:
-    planted = plant_canary_estate(tmp_path / "estate", step_seconds=0.05)
-    try:
-        yield planted
-    finally:
-        planted.servers.stop()
 
 
 def _raw_row(e: Estate) -> dict:

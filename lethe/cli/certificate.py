@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlmodel import select
 
 from erasure.certificate import CertificateInvalid, header_of, load_public_key
 from erasure.certificate import verify as verify_jws
@@ -19,7 +18,7 @@ from lethe.keys import KeyRing
 from lethe.runtime import current
 
 app = typer.Typer(
-    help="Completion certificates: export and verify.", no_args_is_help=True
+    help="Certificates: export, verify, and interim statements.", no_args_is_help=True
 )
 
 
@@ -29,13 +28,25 @@ app = typer.Typer(
 def export(
     request_id: Annotated[str, typer.Argument(help="The request id.")],
     out: Annotated[Path, typer.Option(help="File to write the JWS to.")],
+    certificate_id: Annotated[
+        str | None,
+        typer.Option("--id", help="A certificate it superseded (default: the newest)."),
+    ] = None,
 ) -> None:
-    """Write a completed request's certificate (a compact JWS) to a file."""
+    """Write a request's certificate (a compact JWS) to a file: the newest one,
+    which names any it supersedes, or an earlier one by --id."""
+    from erasure.certify import latest_certificate
+
     with ledger.session() as db:
         request = get(request_id, db)
-        certificate = db.exec(
-            select(Certificate).where(Certificate.request_id == request.id)
-        ).first()
+        if certificate_id is None:
+            certificate = latest_certificate(db, request.id)
+        else:
+            certificate = db.get(Certificate, certificate_id)
+            if certificate is None or certificate.request_id != request.id:
+                raise InputError(
+                    f"request {request.id} has no certificate {certificate_id!r}"
+                )
     if certificate is None:
         raise InputError(
             f"request {request.id} has no certificate: it is {request.state}; "
@@ -74,10 +85,43 @@ def verify(
         print_json(verified.payload)
         return
     request = verified.payload["request"]
+    decision = verified.payload.get("decision") or {}
+    kind = verified.payload.get("kind", "completion")
+    if decision.get("outcome") == "denied":
+        closed = f"denied ({decision.get('reason')}) {decision.get('decided_at')}"
+    elif kind == "interim":
+        closed = f"INTERIM statement of {request.get('stated_at')}, not complete"
+    elif kind == "partial":
+        closed = "PARTIAL: parts deferred by a legal hold"
+    else:
+        closed = f"completed {request['completed_at']}"
+    if verified.payload.get("supersedes"):
+        closed += f"; supersedes {verified.payload['supersedes']}"
     console.print(
         f"certificate verifies: request {request['id']} ({request['regulation']}), "
-        f"completed {request['completed_at']}, signed by key {verified.kid}"
+        f"{closed}, signed by key {verified.kid}"
     )
+
+
+@app.command()
+@handled
+@needs_ledger
+def interim(
+    request_id: Annotated[str, typer.Argument(help="An unfinished request's id.")],
+    out: Annotated[Path | None, typer.Option(help="Also write the JWS here.")] = None,
+) -> None:
+    """Sign a statement of where an unfinished request stands (awaiting a vendor,
+    failed, deferred), e.g. to answer at the deadline; the completion
+    certificate supersedes it."""
+    from erasure.certify import interim as sign_interim
+
+    certificate = sign_interim(request_id)
+    if out is not None:
+        try:
+            out.write_text(certificate.jws + "\n")
+        except OSError:
+            raise InputError(f"cannot write {out}") from None
+    console.print(f"interim statement {certificate.id} for {request_id}")
 
 
 def _read_certificate(file: Path) -> str:

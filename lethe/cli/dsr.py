@@ -1,22 +1,39 @@
-"""``lethe dsr``: submit, run, show and list data subject requests."""
+"""``lethe dsr``: submit, approve, deny, run, show and list data subject requests."""
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from erasure import requests
 from lethe.cli._common import console, handled, needs_ledger, print_json
-from lethe.errors import InputError
+from lethe.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from lethe.estate.config import Estate
 
 app = typer.Typer(
-    help="Data subject requests: submit, run, show, list, resolve, extend, pause, "
-    "resume, purge.",
+    help="Data subject requests: submit, approve, deny, run, show, list, resolve, "
+    "extend, pause, resume, purge.",
     no_args_is_help=True,
 )
+By = Annotated[
+    str | None,
+    typer.Option(
+        "--by",
+        help="Your staff handle, e.g. officer-7 (default $LETHE_OFFICER, else the "
+        "OS user name); never an e-mail address.",
+    ),
+]
+Note = Annotated[
+    str | None,
+    typer.Option(help="Why, for the ledger only: never on the certificate."),
+]
 
 
 @app.command()
@@ -41,17 +58,30 @@ def submit(
         str | None,
         typer.Option(help="A client's retry key: the same key returns the same id."),
     ] = None,
+    require_approval: Annotated[
+        bool,
+        typer.Option(
+            "--require-approval",
+            help="A second officer must approve it (`dsr approve`) before it runs.",
+        ),
+    ] = False,
+    by: By = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Store an erasure request and print its id."""
+    submitter = requests.officer(by)
+    estate = _estate()
     request = requests.submit(
-        estate=_estate_name(),
+        estate=estate.name if estate else "",
         email=email,
         phone=phone,
         regulation=regulation,
         received_at=_instant(received_at) if received_at else None,
         jurisdiction=jurisdiction,
         idempotency_key=idempotency_key,
+        submitted_by=submitter,
+        require_approval=require_approval
+        or (estate is not None and estate.approval_required),
     )
     if json_out:
         print_json(requests.describe(request.id))
@@ -59,8 +89,59 @@ def submit(
         console.print(
             f"{request.id} (a duplicate of open request {request.duplicate_of})"
         )
+    elif request.state == "awaiting_approval":
+        console.print(f"{request.id} (awaiting a second officer's approval)")
     else:
         console.print(request.id)
+
+
+@app.command()
+@handled
+@needs_ledger
+def approve(
+    request_id: Annotated[str, typer.Argument(help="The request id.")],
+    by: By = None,
+    note: Note = None,
+) -> None:
+    """Approve a request awaiting a second officer; it can then run."""
+    from erasure import decisions
+
+    request = decisions.approve(request_id, by=by, note=note)
+    console.print(
+        f"{request.id} approved by {request.approved_by}: "
+        f"`lethe dsr run {request.id}` runs it"
+    )
+
+
+@app.command()
+@handled
+@needs_ledger
+def deny(
+    request_id: Annotated[str, typer.Argument(help="The request id.")],
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="suspected_fraud, insufficient_verification, no_match, exempt, "
+            "outside_jurisdiction or other (other needs --note)."
+        ),
+    ],
+    note: Note = None,
+    by: By = None,
+) -> None:
+    """Deny a request whose erasure has not started; issues a signed certificate."""
+    from erasure import decisions
+
+    certificate = decisions.deny(request_id, reason=reason, note=note, by=by)
+    denied = certificate.request_id
+    duplicated = (
+        ""
+        if denied == request_id.strip()
+        else f" (the request {request_id} duplicates)"
+    )
+    console.print(
+        f"{denied}{duplicated} denied ({decisions.reason_code(reason)}); "
+        f"certificate {certificate.id}"
+    )
 
 
 @app.command()
@@ -75,6 +156,13 @@ def run(
 
     # fail fast, before Prefect starts
     requests.check_estate(requests.get_many(request_ids), current_estate().name)
+    from erasure import decisions
+
+    canonical = requests.canonical_ids(request_ids)
+    if len(decisions.not_runnable(canonical)) == len(canonical):
+        for rid in canonical:  # awaiting approval or denied: nothing can run
+            print_request(requests.describe(rid))
+        raise typer.Exit(1)
     from flows.erasure import erase_requests
 
     states = erase_requests(list(request_ids))
@@ -87,7 +175,8 @@ def run(
     else:
         for item in described:
             print_request(item)
-    if any(state != "completed" for state in states.values()):
+    # held: all it could do is done and certified; the rest waits for a hold
+    if any(state not in ("completed", "held") for state in states.values()):
         raise typer.Exit(1)
 
 
@@ -157,7 +246,9 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print each system's state and outcome for one request."""
-    described = requests.describe(request_id)
+    from erasure import decisions
+
+    described = requests.describe(request_id) | decisions.notes(request_id)
     if json_out:
         print_json(described)
     else:
@@ -192,6 +283,7 @@ def list_(
         "received (UTC)",
         "due",
         "flag",
+        "decision",
         "certificate",
     )
     for item in described:
@@ -207,6 +299,7 @@ def list_(
             item["received_at"],
             item["due_by"],
             flag,
+            decision_text(item),
             item["certificate_id"] or "",
         )
     console.print(table)
@@ -258,14 +351,24 @@ def resume(
     console.print(f"{request.id} resumed: due {due}")
 
 
-def _estate_name() -> str:
+def _estate() -> Estate | None:
+    """The current estate; None when there is no estate file yet (the request
+    then takes the estate it is first run in)."""
     from flows.estate import current_estate
-    from lethe.errors import ConfigError
 
     try:
-        return current_estate().name
+        return current_estate()
     except ConfigError:
-        return ""  # no estate yet: the request takes the one it is first run in
+        if _estate_path().exists():
+            raise  # an unreadable estate file cannot say whether approval is needed
+        return None
+
+
+def _estate_path() -> Path:
+    from lethe.config import load_settings
+
+    named = os.environ.get("LETHE_ESTATE")
+    return Path(named) if named else load_settings().estate_file
 
 
 def _days(text: str) -> int:
@@ -292,17 +395,39 @@ def _instant(text: str) -> datetime:
 
 
 def outcome_text(system: dict[str, Any]) -> str:
-    if system["state"] == "no_data":
-        return "no data held"
-    if system["action"] == "retained":
-        return f"retained under {system['basis']} until {system['retained_until']}"
-    if system["state"] == "done":
-        return {
-            "deleted": "deleted",
-            "anonymised": "anonymised",
-            "already_absent": "already absent",
-        }.get(system["action"] or "", "done")
+    if system["state"] in ("done", "no_data", "deferred"):
+        return str(system["outcome"])
     return system["detail"] or system["state"]
+
+
+def decision_text(item: dict[str, Any]) -> str:
+    """Approval and denial in a few words (never the officers' notes)."""
+    approval, denial = item["approval"], item["denial"]
+    if denial:
+        return f"denied {denial['at'][:10]}: {denial['reason']}"
+    if approval["by"]:
+        return f"approved {approval['at'][:10]} by {approval['by']}"
+    return "awaits approval" if approval["required"] else ""
+
+
+def _print_decision(item: dict[str, Any]) -> None:
+    approval, denial = item["approval"], item["denial"]
+    if item["state"] == "awaiting_approval":
+        console.print(
+            "awaiting a second officer's approval (submitted by "
+            f"{item['submitted_by'] or 'an unnamed officer'}); nothing runs before "
+            f"`lethe dsr approve {item['request_id']} --by HANDLE`"
+        )
+    elif approval["by"]:
+        console.print(f"approved by {approval['by']} at {approval['at']}")
+    if denial:
+        console.print(
+            f"denied ({denial['reason']}) by {denial['by']} at {denial['at']}; "
+            "nothing was erased"
+        )
+    for name in ("approval_note", "denial_note"):
+        if item.get(name):
+            console.print(f"{name.replace('_', ' ')}: {item[name]}", markup=False)
 
 
 def print_request(item: dict[str, Any]) -> None:
@@ -315,10 +440,25 @@ def print_request(item: dict[str, Any]) -> None:
     )
     if item.get("detail"):
         console.print(item["detail"], markup=False)
+    _print_decision(item)
+    if item["systems"] or item["state"] not in ("awaiting_approval", "denied"):
+        _print_systems(item["systems"])
+    if item["candidates"] and item["state"] == "needs_disambiguation":
+        console.print(
+            "the identity matched several people; choose with "
+            f"`lethe dsr resolve {item['request_id']} --record ID`:"
+        )
+        for candidate in item["candidates"]:
+            console.print(f"  {candidate['object']} {candidate['record_id']}")
+    if item["certificate_id"]:
+        console.print(f"certificate: {item['certificate_id']}")
+
+
+def _print_systems(systems: list[dict[str, Any]]) -> None:
     table = Table(
         "system", "state", "keys found", "records", "outcome", "verified", "vendor job"
     )
-    for system in item["systems"]:
+    for system in systems:
         table.add_row(
             system["system"],
             system["state"],
@@ -329,12 +469,3 @@ def print_request(item: dict[str, Any]) -> None:
             system["vendor_job_id"] or "",
         )
     console.print(table)
-    if item["candidates"] and item["state"] == "needs_disambiguation":
-        console.print(
-            "the identity matched several people; choose with "
-            f"`lethe dsr resolve {item['request_id']} --record ID`:"
-        )
-        for candidate in item["candidates"]:
-            console.print(f"  {candidate['object']} {candidate['record_id']}")
-    if item["certificate_id"]:
-        console.print(f"certificate: {item['certificate_id']}")

@@ -2,10 +2,14 @@
 
 - *salesforce*: the Salesforce REST emulator, loaded with Contacts, Leads, Cases;
 - *warehouse*: a SQL database (SQLite file by default, or a PostgreSQL URL) with
-  a raw copy table and a derived mart, filled by the nightly extract;
+  a raw copy table and a derived mart, filled by the nightly extract, and a
+  newsletter table marketing filled by hand, which no lineage reports; a Fides
+  annotation of its tables (``warehouse.fides.yml``) lets the discovery scan
+  find people there;
 - *analytics*: the Segment emulator, holding the app's events;
 - *erp*: the SAP Business Partner emulator, holding partners the ERP sync pushed
-  from Salesforce plus ERP-native customers that never came from Salesforce.
+  from Salesforce plus ERP-native customers that never came from Salesforce,
+  and the billing documents the ERP issued them (API_BILLING_DOCUMENT_SRV).
 
 Every emulator keeps its state in a SQLite file in the work directory, and the
 estate file there records where each system listens, so ``lethe estate up``
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +34,18 @@ from lethe.emulators import segment as segment_emulator
 from lethe.errors import ConfigError, InputError
 from lethe.estate import jobs
 from lethe.estate.config import load_estate
-from lethe.estate.people import People, Person, from_sample_data, generate
+from lethe.estate.people import (
+    People,
+    Person,
+    billing_history,
+    from_sample_data,
+    generate,
+)
 
 log = logging.getLogger(__name__)
 ESTATE_FILE = "estate.yaml"
+POLICY_FILE = "policy.yaml"
+FIDES_FILE = "warehouse.fides.yml"
 RETENTION_BASIS = "HGB §257(1) / AO §147(1): commercial books and records"
 
 FLOWS = [
@@ -173,6 +186,7 @@ def _settings(workdir: Path, warehouse_url: str, step_seconds: float) -> dict[st
                 "kind": "warehouse",
                 "url": warehouse_url,
                 "tables": jobs.WAREHOUSE_TABLES,
+                "fides_datasets": [str(workdir / FIDES_FILE)],
             },
             "analytics": {
                 "kind": "segment",
@@ -191,7 +205,7 @@ def _settings(workdir: Path, warehouse_url: str, step_seconds: float) -> dict[st
             },
         },
         "flows": FLOWS,
-        "policy": {"erp": {"action": "retain", "basis": RETENTION_BASIS}},
+        "policy": str(workdir / POLICY_FILE),
         "divergence": [
             {
                 "name": "contact_country",
@@ -252,14 +266,21 @@ def build(
     workdir.mkdir(parents=True, exist_ok=True)
     url = warehouse_url or f"sqlite:///{workdir / 'warehouse.db'}"
     settings = _settings(workdir, url, step_seconds)
+    annotations = yaml.safe_dump(jobs.warehouse_annotations(), sort_keys=False)
+    (workdir / FIDES_FILE).write_text(annotations)
     contact_ids = _load_people(workdir, people)
     servers = serve(workdir, settings, fixed_ports=False)
     try:
         _wire(settings, servers)
         counts = _run_jobs(workdir, settings, servers, contact_ids)
+        counts["newsletter_subscribers"] = jobs.newsletter_import(
+            url, _subscribers(people)
+        )
     except BaseException:
         servers.stop()
         raise
+    policy = resources.files("lethe.estate").joinpath("sample-policy.yaml")
+    (workdir / POLICY_FILE).write_text(policy.read_text(encoding="utf-8"))
     path = workdir / ESTATE_FILE
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     path.chmod(0o600)
@@ -316,8 +337,9 @@ def _load_people(workdir: Path, people: People) -> list[str]:
             contact_ids.append(record_id)
         for case in person.cases:
             sf_store.insert("Case", {**case, "ContactId": record_id})
+    billed = {}
     for customer in people.erp_customers:
-        sap_store.create_partner(
+        partner = sap_store.create_partner(
             first_name=customer.first_name,
             last_name=customer.last_name,
             email=customer.email,
@@ -327,9 +349,20 @@ def _load_people(workdir: Path, people: People) -> list[str]:
             city=customer.city,
             country=customer.country,
         )
+        billed[partner] = customer.documents
+    jobs.erp_billing(sap_store, billed)
     for store in (sf_store, _segment, sap_store):
         store.close()
     return contact_ids
+
+
+def _subscribers(people: People) -> list[tuple[str, str]]:
+    """Who signed up for the newsletter: the featured person and every fourth."""
+    return [
+        (person.email, person.first_name)
+        for index, person in enumerate(people.people)
+        if person.email and index % 4 == 0
+    ]
 
 
 def _present(fields: dict[str, Any]) -> dict[str, Any]:
@@ -356,13 +389,20 @@ def _run_jobs(
     # The featured person (index 0) is in every system; others in some.
     to_erp = [c for i, c in enumerate(contact_ids) if i % 3 == 0]
     to_analytics = [c for i, c in enumerate(contact_ids) if i % 2 == 0]
-    jobs.erp_sync(
+    synced = jobs.erp_sync(
         sf("erp_sync"),
         servers.erp.base_url,
         (systems["erp"]["username"], systems["erp"]["password"]),
         to_erp,
         manifests,
     )
+    erp = sap_emulator.SapStore(workdir / "erp.db")
+    partners = jobs.synced_partners(synced)
+    jobs.erp_billing(
+        erp, {bp: billing_history(100 + n) for n, bp in enumerate(partners)}
+    )
+    billing_documents = erp.count_rows("A_BillingDocument")
+    erp.close()
     jobs.event_forwarding(
         servers.analytics.base_url,
         settings["emulator"]["segment_write_key"],
@@ -372,6 +412,7 @@ def _run_jobs(
     return {
         "contacts": len(contact_ids),
         "erp_partners_from_salesforce": len(to_erp),
+        "erp_billing_documents": billing_documents,
         "analytics_users": len(to_analytics),
     }
 

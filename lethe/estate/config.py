@@ -8,10 +8,10 @@ A YAML file (``LETHE_HOME/estate.yaml`` by default)::
     systems:
       salesforce: {kind: salesforce, base_url: ..., client_id: ..., client_secret: ...}
       warehouse:  {kind: warehouse, url: ..., tables: {raw.sf_contact: {...}}}
+                  # + fides_datasets: [warehouse.fides.yml] (lethe/fides.py)
     flows:
       - {job: nightly_extract, from: salesforce:Contact, to: warehouse:raw.sf_contact}
-    policy:
-      erp: {action: retain}
+    policy: policy.yaml          # what erasure does where (lethe/policy.py)
 
 A setting written ``{env: NAME}`` is read from the environment variable NAME, so
 secrets need not sit in the file.
@@ -28,8 +28,7 @@ from typing import Any
 import yaml
 
 from lethe.errors import ConfigError
-
-ACTIONS = ("delete", "anonymise", "retain")
+from lethe.policy import Policy, default_policy, load_policy
 
 
 @dataclass(frozen=True)
@@ -39,17 +38,20 @@ class Estate:
     systems: Mapping[str, Mapping[str, Any]]
     flows: list[Mapping[str, Any]] = field(default_factory=list)
     manifests: Path | None = None
-    policy: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    policy: Policy = field(default_factory=default_policy)
     schedules: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
-    def action_for(self, system: str) -> str:
-        return str(self.policy.get(system, {}).get("action", "delete"))
-
     def connector_settings(self, system: str) -> dict[str, Any]:
         raw = self.systems[system]
         return {key: _resolve_env(system, key, value) for key, value in raw.items()}
+
+    @property
+    def approval_required(self) -> bool:
+        """Whether every request needs a second officer's approval before it runs
+        (the policy file's ``approval: {required: true}``; erasure/decisions.py)."""
+        return self.policy.approval_required
 
 
 def _resolve_env(system: str, key: str, value: Any) -> Any:
@@ -81,25 +83,88 @@ def load_estate(path: Path) -> Estate:
     source = str(data.get("source", "salesforce"))
     if source not in systems:
         raise ConfigError(f"the estate's source system {source!r} is not in 'systems'")
-    policy = data.get("policy") or {}
-    for system, rule in policy.items():
-        if system not in systems:
-            raise ConfigError(
-                f"policy names system {system!r}, which is not in 'systems'"
-            )
-        if rule.get("action", "delete") not in ACTIONS:
-            raise ConfigError(
-                f"policy for {system!r}: action must be one of {', '.join(ACTIONS)}"
-            )
+    systems = _with_fides_datasets(path, systems)
+    flows = list(data.get("flows") or [])
+    policy = _policy(path, data, systems, flows, source)
     manifests = data.get("manifests")
     return Estate(
         name=str(data.get("name", "estate")),
         source=source,
         systems=systems,
-        flows=list(data.get("flows") or []),
+        flows=flows,
         manifests=Path(manifests) if manifests else None,
         policy=policy,
         schedules=dict(data.get("schedules") or {}),
         raw=data,
         path=path,
     )
+
+
+def _policy(
+    path: Path,
+    data: Mapping[str, Any],
+    systems: Mapping[str, Any],
+    flows: list[Mapping[str, Any]],
+    source: str,
+) -> Policy:
+    """The estate's policy file, validated against its systems and datasets."""
+    named = data.get("policy")
+    kinds = {
+        str(name): str(settings.get("kind", ""))
+        for name, settings in systems.items()
+        if isinstance(settings, Mapping)
+    }
+    datasets: dict[str, set[str]] = {}
+    for name, settings in systems.items():  # datasets the settings name
+        if not isinstance(settings, Mapping):
+            continue
+        for section in ("tables", "datasets"):
+            named_here = settings.get(section)
+            if isinstance(named_here, Mapping):
+                datasets.setdefault(str(name), set()).update(map(str, named_here))
+    for edge in flows:
+        for end in ("from", "to"):
+            system, _, dataset = str(edge.get(end, "")).partition(":")
+            if dataset:
+                datasets.setdefault(system, set()).add(dataset)
+    if named is None:
+        return load_policy(None, kinds, datasets, source=source)
+    if not isinstance(named, str) or not named.strip():
+        raise ConfigError(
+            f"the estate file {path}: 'policy' names the policy file "
+            "(policy: policy.yaml, relative to the estate file)"
+        )
+    return load_policy(path.parent / named, kinds, datasets, source=source)
+
+
+def _with_fides_datasets(path: Path, systems: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Check each system's ``fides_datasets`` and make its paths absolute.
+
+    A warehouse may list Fides dataset files (relative to the estate file, or
+    absolute) whose annotated tables the discovery scan searches; each must
+    exist, be valid YAML and use only fideslang data categories.
+    """
+    from lethe.fides import load_annotations
+
+    resolved = dict(systems)
+    for name, settings in systems.items():
+        if not isinstance(settings, Mapping) or "fides_datasets" not in settings:
+            continue
+        files = settings["fides_datasets"]
+        if settings.get("kind") != "warehouse":
+            raise ConfigError(
+                f"the estate file {path}: system {name!r}: fides_datasets is read "
+                "for warehouse systems only"
+            )
+        if not isinstance(files, list) or not all(
+            isinstance(f, str) and f.strip() for f in files
+        ):
+            raise ConfigError(
+                f"the estate file {path}: system {name!r}: fides_datasets lists "
+                "Fides dataset files (paths relative to the estate file)"
+            )
+        absolute = [(path.parent / Path(f).expanduser()).absolute() for f in files]
+        for file in absolute:
+            load_annotations(file)
+        resolved[name] = {**settings, "fides_datasets": [str(f) for f in absolute]}
+    return resolved

@@ -9,8 +9,15 @@ which is what lethe's lineage capture reads.
   the derived ``mart.customer_summary`` (a dbt-like model; lineage knows it from
   the raw → mart flow edge, not from a manifest).
 - ``erp_sync``: Salesforce Contacts → SAP Business Partners (deep insert).
+- ``erp_billing``: the ERP's own billing run, which invoices its customers. SAP
+  creates billing documents inside SD billing and API_BILLING_DOCUMENT_SRV only
+  reads them, so this writes them into the ERP emulator's store directly.
 - ``event_forwarding``: app events for Contacts → Segment's tracking API, keyed by
   the app's own userId.
+- ``newsletter_import``: marketing's spreadsheet of newsletter subscribers,
+  loaded by hand into the warehouse's ``crm.newsletter``. It writes no manifest
+  and no flow edge names it: only the discovery scan, reading the warehouse's
+  Fides annotations (``warehouse_annotations``), finds a person there.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +46,8 @@ from sqlalchemy import (
 )
 
 from lethe.dburl import parse_database_url
+from lethe.emulators.sap import SapStore
+from lethe.estate.people import BillingDocument
 
 API = "v60.0"
 metadata = MetaData()
@@ -65,9 +74,31 @@ mart_customer_summary = Table(
     Column("country", String(80)),
     Column("built_at", DateTime, nullable=False),
 )
+crm_newsletter = Table(
+    "crm_newsletter",
+    metadata,
+    Column("subscriber_id", String(24), primary_key=True),
+    Column("email", String(255)),
+    Column("first_name", String(80)),
+    Column("consent_source", String(40), nullable=False),
+    Column("subscribed_at", DateTime, nullable=False),
+)
 WAREHOUSE_TABLES = {
     "raw.sf_contact": {"table": "raw_sf_contact", "key_column": "sf_id"},
     "mart.customer_summary": {"table": "mart_customer_summary", "key_column": "sf_id"},
+    "crm.newsletter": {"table": "crm_newsletter", "key_column": "subscriber_id"},
+}
+# fideslang data categories of the warehouse's columns (others: system.operations)
+COLUMN_CATEGORIES = {
+    "sf_id": "user.unique_id",
+    "subscriber_id": "user.unique_id.pseudonymous",
+    "first_name": "user.name.first",
+    "last_name": "user.name.last",
+    "full_name": "user.name",
+    "email": "user.contact.email",
+    "phone": "user.contact.phone_number",
+    "city": "user.contact.address.city",
+    "country": "user.contact.address.country",
 }
 
 
@@ -272,7 +303,33 @@ def _partner_body(contact: dict[str, Any]) -> dict[str, Any]:
         "LastName": contact.get("LastName") or "",
         "BusinessPartnerIDByExtSystem": contact["Id"],
         "to_BusinessPartnerAddress": {"results": [address]},
+        "to_Customer": {},  # the customer role, so the ERP can bill them
     }
+
+
+def erp_billing(
+    store: SapStore, documents: Mapping[str, Sequence[BillingDocument]]
+) -> int:
+    """Issue each customer's billing documents (by customer number, which is
+    the partner number in the emulator); returns how many were issued."""
+    rows = [
+        {
+            "SoldToParty": customer,
+            "BillingDocumentDate": document.on.isoformat(),
+            "TotalNetAmount": document.net_amount,
+            "TransactionCurrency": document.currency,
+            "BillingDocumentIsCancelled": document.cancelled,
+        }
+        for customer, issued in documents.items()
+        for document in issued
+    ]
+    return len(store.add_billing_documents(rows))
+
+
+def synced_partners(manifest: Path) -> list[str]:
+    """The partner numbers an ``erp_sync`` run wrote, in the order it wrote them."""
+    outputs = json.loads(manifest.read_text())["outputs"]
+    return [record["key"] for output in outputs for record in output["records"]]
 
 
 def app_user_id(contact_id: str) -> str:
@@ -340,3 +397,62 @@ def event_forwarding(
 def device_id(contact_id: str) -> str:
     """The anonymousId of the contact's browser before sign-in (stable)."""
     return "anon_" + hashlib.sha256(f"device:{contact_id}".encode()).hexdigest()[:16]
+
+
+def newsletter_import(
+    warehouse_url: str, subscribers: Sequence[tuple[str, str]]
+) -> int:
+    """Load marketing's subscriber list (e-mail, first name) as typed by hand.
+
+    The first subscriber's address is written the way spreadsheets leave it,
+    upper-cased and padded, so only lethe's normalisation matches it.
+    """
+    now = _now().replace(tzinfo=None)
+    rows = [
+        {
+            "subscriber_id": f"nl-{number:05d}",
+            "email": f" {email.upper()} " if number == 1 else email,
+            "first_name": first_name,
+            "consent_source": "manual import",
+            "subscribed_at": now,
+        }
+        for number, (email, first_name) in enumerate(subscribers, start=1)
+    ]
+    engine = create_engine(parse_database_url(warehouse_url, setting="--warehouse-url"))
+    with engine.begin() as db:
+        db.execute(delete(crm_newsletter))
+        if rows:
+            db.execute(insert(crm_newsletter), rows)
+    engine.dispose()
+    return len(rows)
+
+
+def warehouse_annotations() -> dict[str, Any]:
+    """A Fides dataset describing the warehouse tables, from their definitions."""
+    collections = []
+    for table in metadata.sorted_tables:
+        fields = []
+        for column in table.columns:
+            field: dict[str, Any] = {
+                "name": str(column.name),
+                "data_categories": [
+                    COLUMN_CATEGORIES.get(column.name, "system.operations")
+                ],
+            }
+            meta: dict[str, Any] = {"primary_key": True} if column.primary_key else {}
+            if column.name == "email":
+                meta["identity"] = "email"
+            if meta:
+                field["fides_meta"] = meta
+            fields.append(field)
+        collections.append({"name": str(table.name), "fields": fields})
+    return {
+        "dataset": [
+            {
+                "fides_key": "sample_warehouse",
+                "name": "Sample estate warehouse",
+                "description": "Written by lethe from the sample warehouse's tables.",
+                "collections": collections,
+            }
+        ]
+    }

@@ -1,0 +1,367 @@
+"""Reading a policy file's contents into a ``Policy``, checking every part.
+
+Each error names the file and line (lethe/yamlfile.py) and says how to fix it;
+lethe/policy.py documents the format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from connectors.registry import plan_actions, plan_method
+from lethe.errors import ConfigError
+from lethe.fides import is_known_category
+from lethe.policy import (
+    ACTIONS,
+    ANCHORS,
+    CCPA_ONLY,
+    REGULATIONS,
+    STARTS,
+    STRATEGIES,
+    Decision,
+    Domain,
+    Policy,
+    Retention,
+    Rule,
+)
+from lethe.yamlfile import Lines, PathKey
+
+_TOP = {"version", "approval", "domains", "datasets", "rules", "default"}
+_RULE = {
+    "system",
+    "dataset",
+    "category",
+    "regulation",
+    "action",
+    "basis",
+    "retention",
+    "fields",
+    "strategy",
+}
+_DOMAIN = {"owner", "categories", "fields", "datasets"} | (
+    _RULE - {"system", "dataset", "category"}
+)
+
+
+def parse(
+    data: Any,
+    lines: Lines,
+    kinds: Mapping[str, str],
+    datasets: Mapping[str, Iterable[str]],
+    *,
+    source: str,
+    digest: str,
+) -> Policy:
+    check = _Checker(lines, kinds)
+    body = check.mapping(data, (), _TOP)
+    if body.get("version", 1) != 1:
+        raise lines.error(("version",), "this lethe reads policy version 1")
+    approval = check.mapping(body.get("approval") or {}, ("approval",), {"required"})
+    required = approval.get("required", False)
+    if not isinstance(required, bool):
+        raise lines.error(("approval", "required"), "must be true or false")
+    domains, domain_rules = check.domains(body.get("domains") or {})
+    rules = tuple(
+        check.rule(item, ("rules", i))
+        for i, item in enumerate(check.sequence(body.get("rules") or [], ("rules",)))
+    )
+    default = Rule(
+        action=check.action(body.get("default", "delete"), ("default",)),
+        where=lines.at("default") if "default" in body else "built-in default",
+    )
+    if default.action not in ("delete", "anonymise", "retain"):
+        raise lines.error(
+            ("default",), "the default must be delete, anonymise or retain"
+        )
+    policy = Policy(
+        rules=domain_rules + rules,
+        default=default,
+        domains=domains,
+        dataset_categories=check.dataset_categories(body.get("datasets") or {}),
+        approval_required=required,
+        source=str(lines.file),
+        digest=digest,
+    )
+    check.owned_domains(policy, source)
+    check.performable(policy, datasets)
+    return policy
+
+
+@dataclass
+class _Checker:
+    lines: Lines
+    kinds: Mapping[str, str]
+
+    def mapping(self, value: Any, path: PathKey, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.lines.error(path, "must be a mapping")
+        unknown = sorted(str(k) for k in value if k not in allowed)
+        if unknown:
+            raise self.lines.error(
+                (*path, unknown[0]),
+                f"unknown key {unknown[0]!r}; known keys are "
+                f"{', '.join(sorted(allowed))}",
+            )
+        return dict(value)
+
+    def sequence(self, value: Any, path: PathKey) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.lines.error(path, "must be a list")
+        return value
+
+    def text(self, value: Any, path: PathKey) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.lines.error(path, "must be a non-empty text")
+        return value.strip()
+
+    def system(self, value: Any, path: PathKey, *, wildcard: bool = True) -> str:
+        name = self.text(value, path)
+        if name == "*" and wildcard:
+            return name
+        if name not in self.kinds:
+            raise self.lines.error(
+                path,
+                f"unknown system {name!r}; the estate's systems are "
+                f"{', '.join(sorted(self.kinds))}",
+            )
+        return name
+
+    def category(self, value: Any, path: PathKey) -> str:
+        key = self.text(value, path)
+        if not is_known_category(key):
+            raise self.lines.error(
+                path,
+                f"unknown data category {key!r}: use a fideslang category key such as "
+                "user.contact.email (see the fideslang taxonomy)",
+            )
+        return key
+
+    def categories(self, value: Any, path: PathKey) -> tuple[str, ...]:
+        items = self.sequence(value, path)
+        return tuple(self.category(v, (*path, i)) for i, v in enumerate(items))
+
+    def action(self, value: Any, path: PathKey) -> str:
+        name = self.text(value, path)
+        if name not in ACTIONS:
+            raise self.lines.error(
+                path, f"unknown action {name!r}; use one of {', '.join(ACTIONS)}"
+            )
+        return name
+
+    def retention(self, value: Any, path: PathKey) -> Retention:
+        body = self.mapping(value, path, {"from", "start", "years", "months", "days"})
+        anchor = body.get("from", "erasure")
+        if anchor not in ANCHORS:
+            raise self.lines.error((*path, "from"), f"use one of {', '.join(ANCHORS)}")
+        start = body.get("start", "same_day")
+        if start not in STARTS:
+            raise self.lines.error((*path, "start"), f"use one of {', '.join(STARTS)}")
+        counts = {}
+        for unit in ("years", "months", "days"):
+            n = body.get(unit, 0)
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 100 * 366:
+                raise self.lines.error((*path, unit), "must be a whole number >= 0")
+            counts[unit] = n
+        if not any(counts.values()):
+            raise self.lines.error(path, "needs a period: years, months or days")
+        return Retention(anchor=anchor, start=start, **counts)
+
+    def rule(self, value: Any, path: PathKey, *, domain: Domain | None = None) -> Rule:
+        allowed = _DOMAIN if domain else _RULE
+        body = self.mapping(value, path, allowed)
+        if "action" not in body:
+            raise self.lines.error(path, "needs an action")
+        action = self.action(body["action"], (*path, "action"))
+        regulation = body.get("regulation")
+        if regulation is not None and regulation not in REGULATIONS:
+            raise self.lines.error(
+                (*path, "regulation"), f"use one of {', '.join(REGULATIONS)}"
+            )
+        if action in CCPA_ONLY and regulation != "ccpa":
+            raise self.lines.error(
+                (*path, "action"),
+                f"{action} is a CCPA alternative to deletion; add regulation: ccpa",
+            )
+        basis = body.get("basis")
+        if basis is not None:
+            basis = self.text(basis, (*path, "basis"))
+        retention = None
+        if "retention" in body:
+            if basis is None:
+                raise self.lines.error(
+                    (*path, "retention"),
+                    "a retention rule needs a basis: name the legal obligation "
+                    "(for example 'HGB §257(1)')",
+                )
+            retention = self.retention(body["retention"], (*path, "retention"))
+        if action == "retain" and (basis is None or retention is None):
+            missing = "a basis" if basis is None else "a retention period"
+            raise self.lines.error(path, f"retain needs {missing}")
+        if action != "retain" and retention is not None:
+            raise self.lines.error(
+                (*path, "retention"), "only retain takes a retention"
+            )
+        strategy = body.get("strategy", "placeholder")
+        if strategy not in STRATEGIES:
+            raise self.lines.error(
+                (*path, "strategy"),
+                f"unknown strategy {strategy!r}; lethe anonymises with: "
+                f"{', '.join(STRATEGIES)} (random, valid-shaped values per column)",
+            )
+        fields = tuple(
+            self.text(v, (*path, "fields", i))
+            for i, v in enumerate(self.sequence(body.get("fields") or [], path))
+        )
+        if domain is not None:
+            return Rule(
+                action=action,
+                where=self.lines.at(*path, "action"),
+                system=domain.owner,
+                regulation=regulation,
+                basis=basis,
+                retention=retention,
+                fields=fields,
+                domain=domain.name,
+            )
+        category = body.get("category")
+        return Rule(
+            action=action,
+            where=self.lines.at(*path),
+            system=self.system(body.get("system", "*"), (*path, "system")),
+            dataset=self.text(body["dataset"], (*path, "dataset"))
+            if "dataset" in body
+            else None,
+            category=self.category(category, (*path, "category"))
+            if category is not None
+            else None,
+            regulation=regulation,
+            basis=basis,
+            retention=retention,
+            fields=fields,
+        )
+
+    def domains(self, value: Any) -> tuple[tuple[Domain, ...], tuple[Rule, ...]]:
+        if not isinstance(value, Mapping):
+            raise self.lines.error(("domains",), "must map domain names to owners")
+        domains: list[Domain] = []
+        rules: list[Rule] = []
+        for name, body in value.items():
+            path: PathKey = ("domains", name)
+            item = self.mapping(body, path, _DOMAIN)
+            if "owner" not in item:
+                raise self.lines.error(path, "needs an owner (a system)")
+            domain = Domain(
+                name=str(name),
+                owner=self.system(item["owner"], (*path, "owner"), wildcard=False),
+                categories=self.categories(
+                    item.get("categories") or [], (*path, "categories")
+                ),
+                fields=tuple(str(f) for f in item.get("fields") or []),
+                datasets=tuple(str(d) for d in item.get("datasets") or []),
+                where=self.lines.at(*path),
+            )
+            domains.append(domain)
+            if "action" in item:
+                rule = self.rule(
+                    {k: v for k, v in item.items() if k in _RULE}, path, domain=domain
+                )
+                rules.extend(replace(rule, category=c) for c in domain.categories)
+        return tuple(domains), tuple(rules)
+
+    def dataset_categories(self, value: Any) -> dict[str, tuple[str, ...]]:
+        if not isinstance(value, Mapping):
+            raise self.lines.error(
+                ("datasets",), "must map system:dataset to categories"
+            )
+        found = {}
+        for name, cats in value.items():
+            path: PathKey = ("datasets", name)
+            system, _, dataset = str(name).partition(":")
+            if not dataset:
+                raise self.lines.error(path, "name datasets as system:dataset")
+            self.system(system, path, wildcard=False)
+            found[str(name)] = self.categories(cats, path)
+        return found
+
+    def performable(
+        self, policy: Policy, datasets: Mapping[str, Iterable[str]]
+    ) -> None:
+        """Every decision the policy makes is one the system's connector can do.
+
+        Checked on each dataset the estate knows of in the system (flow edges and
+        the policy's own ``datasets``), or on the system as a whole when none is
+        known; the error names the rule that decided.
+        """
+        for system, kind in self.kinds.items():
+            can = plan_actions(kind)
+            if not can:
+                continue  # an unknown kind: building its connector says so
+            known = set(datasets.get(system, ())) | {
+                name.partition(":")[2]
+                for name in policy.dataset_categories
+                if name.startswith(f"{system}:")
+            }
+            for dataset in sorted(known) or [""]:
+                for regulation in REGULATIONS:
+                    decision = policy.decide(system, dataset, regulation)
+                    needed = [decision.action]
+                    if decision.also_anonymise:
+                        needed.append("anonymise")
+                    self._carried_out(system, kind, dataset, decision)
+                    for action in needed:
+                        if action in can:
+                            continue
+                        place = f"dataset {dataset!r} of " if dataset else ""
+                        raise ConfigError(
+                            f"{decision.where}: this rule makes lethe {action} "
+                            f"{place}system {system!r}, and its connector ({kind}) "
+                            f"cannot; it can {', '.join(sorted(can))}: add a rule "
+                            "for that system"
+                        )
+
+    def _carried_out(
+        self, system: str, kind: str, dataset: str, decision: Decision
+    ) -> None:
+        """What the connector would need beyond the action itself."""
+        if decision.action not in plan_actions(kind):
+            return
+        method = plan_method(kind, decision.action)
+        if method == "anonymise" and not decision.fields:
+            raise ConfigError(
+                f"{decision.where}: {decision.action} in system {system!r} "
+                f"({kind}) needs fields: the columns to overwrite"
+                + (f" in {dataset!r}" if dataset else "")
+            )
+        if decision.also_anonymise and method is None:
+            raise ConfigError(
+                f"{decision.where}: system {system!r} ({kind}) retains records as "
+                f"they are and cannot also anonymise the other personal data of "
+                f"{dataset!r}; give that dataset one action"
+            )
+
+    def owned_domains(self, policy: Policy, source: str) -> None:
+        """A catch-all rule must not delete a domain from under its owner.
+
+        The source system's own domains are what erasure deletes; a domain
+        another system owns (the ERP's billing) needs its owner's rule.
+        """
+        for domain in policy.domains:
+            if domain.owner == source:
+                continue
+            for category in domain.categories:
+                for regulation in REGULATIONS:
+                    rule = policy._rule_for(domain.owner, "", regulation, category)
+                    if (
+                        rule.category is None
+                        and rule.dataset is None
+                        and (rule.action == "delete")
+                    ):
+                        raise ConfigError(
+                            f"{domain.where}: domain {domain.name!r} is owned by "
+                            f"{domain.owner!r}, but only the catch-all rule "
+                            f"({rule.where}) covers {category}: say what "
+                            f"{domain.owner} does with it (action: retain with a "
+                            "basis and retention, or anonymise)"
+                        )

@@ -1,0 +1,276 @@
+"""Legal holds: scoped deferral, a partial certificate, release, a superseding one."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlmodel import select
+
+from erasure import holds, requests
+from erasure.certificate import verify
+from erasure.models import Certificate, LegalHold
+from lethe import ledger
+from lethe.emulators.sap import SapStore
+from lethe.errors import InputError, NotFoundError
+from lethe.estate.config import load_estate
+from lethe.runtime import current
+from tests.helpers import Estate, plant_canary_estate
+
+REASON = "Matter 2026-117: preserve billing records"
+
+
+@pytest.fixture
+def estate(any_ledger: str, tmp_path: Path) -> Iterator[Estate]:
+    planted = plant_canary_estate(tmp_path / "estate", step_seconds=0.05)
+    try:
+        yield planted
+    finally:
+        planted.servers.stop()
+
+
+def _payload(jws: str) -> dict:
+    body = jws.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def _certificates(request_id: str) -> list[Certificate]:
+    with ledger.session() as db:
+        rows = db.exec(select(Certificate).where(Certificate.request_id == request_id))
+        return sorted(rows, key=lambda c: c.issued_at)
+
+
+def _warehouse_rows(e: Estate, table: str) -> int:
+    engine = create_engine(e.settings["systems"]["warehouse"]["url"])
+    with engine.connect() as db:
+        count = db.execute(
+            text(f"SELECT count(*) FROM {table} WHERE sf_id = :id"),  # noqa: S608
+            {"id": e.contact_id},
+        ).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+@pytest.mark.e2e
+def test_hold_defers_part_then_release_supersedes(estate: Estate) -> None:
+    from flows.capture import capture_lineage
+    from flows.erasure import erase_requests
+
+    e = estate
+    capture_lineage()
+    request = requests.submit(email=e.canary.email, regulation="gdpr")
+    lethe_estate = load_estate(current().settings.estate_file)
+    erp_hold = holds.place(
+        lethe_estate,
+        system="erp",
+        category="user.financial",
+        request_id=request.id,
+        reason=REASON,
+        by="counsel-1",
+    )
+    mart_hold = holds.place(
+        lethe_estate,
+        system="warehouse",
+        dataset="mart.customer_summary",
+        reason=REASON,
+        ends_on=date.today() + timedelta(days=90),
+        by="counsel-1",
+    )
+
+    assert erase_requests([request.id]) == {request.id: "held"}
+    shown = {s["system"]: s for s in requests.describe(request.id)["systems"]}
+    assert shown["erp"]["state"] == "deferred"
+    assert shown["erp"]["outcome"] == "deferred by legal hold"
+    assert shown["warehouse"]["state"] == "deferred"
+    assert shown["warehouse"]["parts"]["raw.sf_contact"]["state"] == "done"
+    assert shown["warehouse"]["parts"]["mart.customer_summary"]["state"] == "deferred"
+    assert shown["salesforce"]["state"] == shown["analytics"]["state"] == "done"
+    # the held parts are untouched; the rest is gone
+    assert _warehouse_rows(e, "raw_sf_contact") == 0
+    assert _warehouse_rows(e, "mart_customer_summary") == 1
+    partner = SapStore(e.workdir / "erp.db").partner(e.partner_id)
+    assert partner["LastName"] == e.canary.last_name
+
+    [first] = _certificates(request.id)
+    keys = current().keys.public_keys()
+    assert verify(first.jws, keys)
+    partial = _payload(first.jws)
+    assert partial["complete"] is False and partial["supersedes"] is None
+    by_system = {s["system"]: s for s in partial["systems"]}
+    assert by_system["erp"]["outcome"] == "deferred by legal hold"
+    assert by_system["erp"]["holds"] == [{"id": erp_hold.id, "ends_on": None}]
+    assert by_system["warehouse"]["holds"][0]["id"] == mart_hold.id
+    assert REASON not in first.jws and "Matter" not in json.dumps(partial)
+
+    # nothing changes while the holds stand
+    assert erase_requests([request.id]) == {request.id: "held"}
+    assert len(_certificates(request.id)) == 1
+
+    assert holds.release(erp_hold.id, by="counsel-2") == [request.id]
+    assert holds.release(mart_hold.id, by="counsel-2") == [request.id]
+    assert erase_requests([request.id]) == {request.id: "completed"}
+    assert _warehouse_rows(e, "mart_customer_summary") == 0
+    partner = SapStore(e.workdir / "erp.db").partner(e.partner_id)
+    assert partner["LastName"] != e.canary.last_name
+
+    first_again, second = _certificates(request.id)
+    assert first_again.id == first.id and second.supersedes == first.id
+    assert verify(second.jws, keys) and verify(first.jws, keys)
+    final = _payload(second.jws)
+    assert final["supersedes"] == first.id and final["complete"] is True
+    by_system = {s["system"]: s for s in final["systems"]}
+    assert by_system["erp"]["outcome"].startswith("retained under HGB")
+    assert by_system["erp"]["outcome"].endswith("; personal fields anonymised")
+    # the ERP's rule: ten years from the end of the year of the last invoice
+    last_document = date.fromisoformat(by_system["erp"]["dates"]["last_document"])
+    assert by_system["erp"]["retained_until"] == f"{last_document.year + 10}-12-31"
+    assert by_system["erp"]["parts"]["A_BusinessPartner"]["retention_rule"] == (
+        "10 years from the end of the year of the last document"
+    )
+    assert by_system["warehouse"]["parts"]["mart.customer_summary"]["state"] == "done"
+    with ledger.session() as db:
+        assert db.get(LegalHold, erp_hold.id).released_by == "counsel-2"
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"system": "crm"}, "unknown system 'crm'"),
+        ({"system": "erp", "category": "user.shoe_size"}, "unknown data category"),
+        ({"system": "erp", "reason": "  "}, "give a reason"),
+        ({"system": "erp", "ends_on": date(2020, 1, 1)}, "is in the past"),
+        ({"system": "erp", "request_id": "dsr-000000000000"}, "dsr-000000000000"),
+        ({"system": "erp", "by": "someone@example.com"}, "handle"),
+    ],
+)
+def test_hold_bad_input_is_refused_and_stores_nothing(
+    home: Path, tmp_path: Path, options: dict, fragment: str
+) -> None:
+    estate_file = tmp_path / "estate.yaml"
+    estate_file.write_text(
+        "name: t\nsource: salesforce\npolicy: policy.yaml\n"
+        "systems:\n  salesforce: {kind: salesforce}\n"
+        "  erp: {kind: sap_business_partner}\n"
+    )
+    (tmp_path / "policy.yaml").write_text(
+        "version: 1\nrules:\n  - {system: erp, action: anonymise}\n"
+        "  - {system: salesforce, action: delete}\n"
+    )
+    lethe_estate = load_estate(estate_file)
+    arguments = {"reason": REASON, "by": "counsel-1", **options}
+    with pytest.raises((InputError, NotFoundError)) as caught:
+        holds.place(lethe_estate, **arguments)
+    assert fragment in str(caught.value)
+    with ledger.session() as db:
+        assert db.exec(select(LegalHold)).all() == []
+
+
+def test_hold_release_unknown_or_twice(home: Path) -> None:
+    with pytest.raises(NotFoundError, match="no legal hold 'hold-nope'"):
+        holds.release("hold-nope", by="counsel-1")
+
+
+@pytest.mark.parametrize(
+    ("hold", "dataset", "categories", "covered"),
+    [
+        ({"system": "erp"}, "A_BusinessPartner", [], True),
+        (
+            {"system": "erp", "dataset": "A_BusinessPartner"},
+            "A_BusinessPartner",
+            [],
+            True,
+        ),
+        ({"system": "erp", "dataset": "Other"}, "A_BusinessPartner", [], False),
+        ({"system": "warehouse"}, "A_BusinessPartner", [], False),
+        (
+            {"system": "erp", "category": "user.financial"},
+            "A",
+            ["user.financial"],
+            True,
+        ),
+        (
+            {"system": "erp", "category": "user.financial"},
+            "A",
+            ["user.financial.bank_account"],
+            True,
+        ),
+        ({"system": "erp", "category": "user.financial"}, "A", ["user.name"], False),
+        ({"system": "erp", "category": "user.financial"}, "A", [], False),
+    ],
+)
+def test_hold_covers(hold: dict, dataset: str, categories: list, covered: bool) -> None:
+    legal_hold = LegalHold(id="hold-x", estate="t", reason=REASON, **hold)
+    assert holds.covers(legal_hold, "erp", dataset, categories) is covered
+
+
+def _small_estate(tmp_path: Path):
+    estate_file = tmp_path / "estate.yaml"
+    estate_file.write_text(
+        "name: t\nsource: salesforce\npolicy: policy.yaml\n"
+        "systems:\n  salesforce: {kind: salesforce}\n  warehouse: {kind: warehouse}\n"
+    )
+    (tmp_path / "policy.yaml").write_text(
+        "version: 1\ndatasets:\n  'warehouse:mart.ltv': [user.financial]\n"
+        "rules:\n  - {system: '*', action: delete}\n"
+    )
+    return load_estate(estate_file)
+
+
+def test_hold_past_its_end_date_frees_its_part_for_a_new_round(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from erasure.models import SystemStep
+    from flows import _actions
+
+    lethe_estate = _small_estate(tmp_path)
+    request = requests.submit(email="ada@example.org", regulation="gdpr", estate="t")
+    with ledger.session() as db:
+        db.add(
+            SystemStep(
+                request_id=request.id,
+                system="warehouse",
+                planned_action="delete",
+                key_count=2,
+                datasets=["mart.ltv", "raw.contact"],
+                parts={
+                    "mart.ltv": {"action": "delete"},
+                    "raw.contact": {"action": "delete"},
+                },
+            )
+        )
+    ends = date.today() + timedelta(days=10)
+    hold = holds.place(
+        lethe_estate,
+        system="warehouse",
+        category="user.financial",
+        reason=REASON,
+        ends_on=ends,
+        by="counsel-1",
+    )
+    keys = {"mart.ltv": ["k1"], "raw.contact": ["k2"]}
+
+    step = holds.defer_held(lethe_estate, request.id, "warehouse")
+    assert step.parts["mart.ltv"] == {
+        "action": "delete",
+        "state": "deferred",
+        "held_by": [hold.id],
+    }
+    assert _actions.groups(step.parts, "delete", keys) == {
+        "delete": {"raw.contact": ["k2"]}
+    }
+
+    later = holds.utcnow() + timedelta(days=11)
+    monkeypatch.setattr(holds, "utcnow", lambda: later)
+    assert holds.expired("t") == [hold.id]
+    step = holds.defer_held(lethe_estate, request.id, "warehouse")
+    assert step.parts["mart.ltv"]["state"] == "planned"
+    assert step.parts["mart.ltv"]["round"] == 1
+    assert _actions.groups(step.parts, "delete", keys) == {
+        "delete": {"raw.contact": ["k2"]},
+        "delete.r1": {"mart.ltv": ["k1"]},
+    }
