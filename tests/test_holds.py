@@ -274,3 +274,52 @@ def test_hold_past_its_end_date_frees_its_part_for_a_new_round(
         "delete": {"raw.contact": ["k2"]},
         "delete.r1": {"mart.ltv": ["k1"]},
     }
+
+
+def test_hold_cli_places_lists_refuses_and_releases(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from lethe.cli import app
+
+    _small_estate(tmp_path)
+    monkeypatch.setenv("LETHE_ESTATE", str(tmp_path / "estate.yaml"))
+    monkeypatch.setenv("LETHE_OFFICER", "counsel-1")
+    runner = CliRunner()
+    placed = runner.invoke(
+        app, ["hold", "place", "--system", "warehouse", "--reason", REASON]
+    )
+    assert placed.exit_code == 0, placed.stderr
+    hold_id = placed.stdout.split()[1]
+    bad = [
+        (["hold", "place", "--system", "crm", "--reason", REASON], "unknown system"),
+        (
+            [
+                "hold",
+                "place",
+                "--system",
+                "warehouse",
+                "--reason",
+                REASON,
+                "--ends",
+                "next week",
+            ],
+            "is not a date",
+        ),
+        (["hold", "release"], "name the holds to release"),
+        (["hold", "release", "hold-nope"], "no legal hold 'hold-nope'"),
+    ]
+    for args, fragment in bad:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert fragment in result.stderr and len(result.stderr.splitlines()) == 1
+    listed = json.loads(runner.invoke(app, ["hold", "list", "--json"]).stdout)
+    assert [(h["id"], h["active"], h["reason"]) for h in listed] == [
+        (hold_id, True, REASON)
+    ]
+    released = runner.invoke(app, ["hold", "release", hold_id])
+    assert released.exit_code == 0, released.stderr
+    assert "no deferred parts were waiting" in released.stdout
+    again = runner.invoke(app, ["hold", "release", hold_id])
+    assert again.exit_code == 2 and "already released" in again.stderr

@@ -29,7 +29,6 @@ def _day(text: str | None) -> date | None:
 
 @app.command()
 @handled
-@needs_ledger
 def place(
     system: Annotated[str, typer.Option("--system", help="The system to hold.")],
     reason: Annotated[
