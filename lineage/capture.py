@@ -277,24 +277,28 @@ def record_discovered(
     ``where`` finds it from the same identity: an ERP-native customer who shares
     the e-mail is found although no job ever copied them from Salesforce.
     ``job`` says how (``identity search``, ``discovery scan``); each identity
-    has its own run, so one record two identities find is two copies.
+    has its own run, so one record two identities find is two copies. A record
+    found again after its copy was erased is recorded again, as a new copy.
     """
     lineage_key = vault.lineage_key(db)
-    known = set(
-        db.exec(
-            select(Copy.key_digest).where(
-                Copy.estate == estate,
-                Copy.dataset == dataset,
-                Copy.subject_digest == identity_digest,
-            )
+    earlier = db.exec(
+        select(Copy.key_digest, Copy.erased_at).where(
+            Copy.estate == estate,
+            Copy.dataset == dataset,
+            Copy.subject_digest == identity_digest,
         )
-    )
+    ).all()
+    known = {digest for digest, erased_at in earlier if erased_at is None}
+    erased = {digest for digest, erased_at in earlier if erased_at is not None}
+    run_id = f"discovery-{identity_digest[:16]}"
     added = 0
     for key in keys:
         digest = key_digest(vault, key)
         if digest in known:
             continue
         known.add(digest)
+        # found again after an erasure (a restore, a replay): a new copy
+        this_run = f"{run_id}-{utcnow().isoformat()}" if digest in erased else run_id
         db.add(
             Copy(
                 estate=estate,
@@ -304,7 +308,7 @@ def record_discovered(
                 subject_digest=identity_digest,
                 key_sealed=vault.seal(db, lineage_key, key),
                 job=job,
-                run_id=f"discovery-{identity_digest[:16]}",
+                run_id=this_run,
                 copied_at=utcnow(),
                 learned_from="discovery",
             )

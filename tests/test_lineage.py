@@ -186,3 +186,37 @@ def test_bad_manifest_is_refused_and_nothing_stored(home: Path, bad: dict) -> No
             lineage.record_manifest(db, vault, ESTATE, bad)
     with ledger.session() as db:
         assert lineage.where(db, ESTATE, ["anything"]) == []
+
+
+def test_discovered_copy_found_again_after_erasure_is_recorded_again(
+    home: Path,
+) -> None:
+    vault = current().vault
+    identity = vault.digest("email", "erin.q@example.org")
+    found = {"dataset": "erp:A_BusinessPartner", "keys": ["1000042"]}
+
+    def discover() -> int:
+        with ledger.session() as db:
+            return lineage.record_discovered(
+                db,
+                vault,
+                ESTATE,
+                found["dataset"],
+                found["keys"],
+                identity_kind="email",
+                identity_digest=identity,
+            )
+
+    assert discover() == 1
+    assert discover() == 0  # the same live copy: nothing new
+    with ledger.session() as db:
+        erased = lineage.mark_erased(
+            db, ESTATE, [lineage.key_digest(vault, "1000042")], [found["dataset"]]
+        )
+    assert erased == 1
+    assert discover() == 1  # back after the erasure: a new copy to erase
+    with ledger.session() as db:
+        held = lineage.where(db, ESTATE, {identity}, vault=vault)
+    assert [(h.dataset, sorted(h.keys)) for h in held] == [
+        ("erp:A_BusinessPartner", ["1000042"])
+    ]
