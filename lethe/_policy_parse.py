@@ -7,7 +7,7 @@ lethe/policy.py documents the format.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from connectors.registry import plan_actions, plan_method
@@ -17,6 +17,7 @@ from lethe.policy import (
     ACTIONS,
     ANCHORS,
     CCPA_ONLY,
+    PERIOD_LIMITS,
     REGULATIONS,
     STARTS,
     STRATEGIES,
@@ -50,18 +51,27 @@ def parse(
     lines: Lines,
     kinds: Mapping[str, str],
     datasets: Mapping[str, Iterable[str]],
+    fides: Mapping[str, Iterable[str]],
     *,
     source: str,
     digest: str,
 ) -> Policy:
+    """``datasets``: what the estate knows per system; ``fides``: categories
+    per ``system:dataset`` from the Fides annotations."""
     check = _Checker(lines, kinds)
     body = check.mapping(data, (), _TOP)
-    if body.get("version", 1) != 1:
+    if "version" not in body:
+        raise lines.error(("version",), "missing: add version: 1 at the top")
+    if body["version"] != 1:
         raise lines.error(("version",), "this lethe reads policy version 1")
     approval = check.mapping(body.get("approval") or {}, ("approval",), {"required"})
     required = approval.get("required", False)
     if not isinstance(required, bool):
         raise lines.error(("approval", "required"), "must be true or false")
+    estate = {system: set(map(str, names)) for system, names in datasets.items()}
+    declared = check.dataset_categories(body.get("datasets") or {}, estate)
+    check.categories_of = _merged(declared, fides)
+    check.known = _known(estate, check.categories_of)
     domains, domain_rules = check.domains(body.get("domains") or {})
     rules = tuple(
         check.rule(item, ("rules", i))
@@ -69,7 +79,7 @@ def parse(
     )
     default = Rule(
         action=check.action(body.get("default", "delete"), ("default",)),
-        where=lines.at("default") if "default" in body else "built-in default",
+        where=lines.ref("default") if "default" in body else "built-in default",
     )
     if default.action not in ("delete", "anonymise", "retain"):
         raise lines.error(
@@ -79,20 +89,54 @@ def parse(
         rules=domain_rules + rules,
         default=default,
         domains=domains,
-        dataset_categories=check.dataset_categories(body.get("datasets") or {}),
+        dataset_categories=check.categories_of,
+        known=check.known,
         approval_required=required,
         source=str(lines.file),
         digest=digest,
     )
+    check.unambiguous(policy.rules)
     check.owned_domains(policy, source)
-    check.performable(policy, datasets)
+    check.performable(policy)
     return policy
+
+
+def _merged(
+    declared: Mapping[str, tuple[str, ...]], fides: Mapping[str, Iterable[str]]
+) -> dict[str, tuple[str, ...]]:
+    """The policy's categories per dataset, then the personal (``user``) ones
+    its Fides annotations add."""
+    merged = {name: tuple(cats) for name, cats in declared.items()}
+    for name, cats in fides.items():
+        extra = sorted({c for c in cats if c == "user" or c.startswith("user.")})
+        have = merged.get(name, ())
+        merged[name] = have + tuple(c for c in extra if c not in have)
+    return merged
+
+
+def _known(
+    estate: Mapping[str, set[str]], categories: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    known = {system: set(names) for system, names in estate.items()}
+    for name in categories:
+        system, _, dataset = name.partition(":")
+        known.setdefault(system, set()).add(dataset)
+    return {system: tuple(sorted(names)) for system, names in known.items() if names}
+
+
+def _unknown_dataset(system: str, dataset: str, known: Iterable[str]) -> str:
+    names, limit = sorted(known), 8
+    shown = ", ".join(names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"unknown dataset {dataset!r} in system {system!r}; known: {shown}{more}"
 
 
 @dataclass
 class _Checker:
     lines: Lines
     kinds: Mapping[str, str]
+    known: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    categories_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def mapping(self, value: Any, path: PathKey, allowed: set[str]) -> dict[str, Any]:
         if not isinstance(value, Mapping):
@@ -106,10 +150,14 @@ class _Checker:
             )
         return dict(value)
 
-    def sequence(self, value: Any, path: PathKey) -> list[Any]:
+    def sequence(self, value: Any, path: PathKey, hint: str = "") -> list[Any]:
         if not isinstance(value, list):
-            raise self.lines.error(path, "must be a list")
+            raise self.lines.error(path, "must be a list" + hint)
         return value
+
+    def texts(self, value: Any, path: PathKey, hint: str) -> tuple[str, ...]:
+        items = self.sequence(value, path, hint)
+        return tuple(self.text(v, (*path, i)) for i, v in enumerate(items))
 
     def text(self, value: Any, path: PathKey) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -159,10 +207,14 @@ class _Checker:
         if start not in STARTS:
             raise self.lines.error((*path, "start"), f"use one of {', '.join(STARTS)}")
         counts = {}
-        for unit in ("years", "months", "days"):
+        for unit, limit in PERIOD_LIMITS.items():
             n = body.get(unit, 0)
-            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 100 * 366:
-                raise self.lines.error((*path, unit), "must be a whole number >= 0")
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= limit:
+                raise self.lines.error(
+                    (*path, unit),
+                    f"must be a whole number from 0 to {limit} {unit} (retention "
+                    "periods run to a century: 100 years, 1200 months or 36600 days)",
+                )
             counts[unit] = n
         if not any(counts.values()):
             raise self.lines.error(path, "needs a period: years, months or days")
@@ -210,14 +262,13 @@ class _Checker:
                 f"unknown strategy {strategy!r}; lethe anonymises with: "
                 f"{', '.join(STRATEGIES)} (random, valid-shaped values per column)",
             )
-        fields = tuple(
-            self.text(v, (*path, "fields", i))
-            for i, v in enumerate(self.sequence(body.get("fields") or [], path))
+        fields = self.texts(
+            body.get("fields", []), (*path, "fields"), " of column names: [email]"
         )
         if domain is not None:
             return Rule(
                 action=action,
-                where=self.lines.at(*path, "action"),
+                where=self.lines.ref(*path, "action"),
                 system=domain.owner,
                 regulation=regulation,
                 basis=basis,
@@ -226,9 +277,9 @@ class _Checker:
                 domain=domain.name,
             )
         category = body.get("category")
-        return Rule(
+        rule = Rule(
             action=action,
-            where=self.lines.at(*path),
+            where=self.lines.ref(*path),
             system=self.system(body.get("system", "*"), (*path, "system")),
             dataset=self.text(body["dataset"], (*path, "dataset"))
             if "dataset" in body
@@ -240,6 +291,47 @@ class _Checker:
             basis=basis,
             retention=retention,
             fields=fields,
+        )
+        if rule.dataset is not None:
+            self.known_dataset(rule.system, rule.dataset, (*path, "dataset"))
+        self.matches_a_dataset(rule, (*path, "category"))
+        return rule
+
+    def known_dataset(self, system: str, dataset: str, path: PathKey) -> None:
+        """A named dataset must be one the estate knows, when it knows any."""
+        if system != "*":
+            names = self.known.get(system, ())
+            if names and dataset not in names:
+                raise self.lines.error(path, _unknown_dataset(system, dataset, names))
+            return
+        if any(self.known.values()) and not any(
+            dataset in names for names in self.known.values()
+        ):
+            raise self.lines.error(
+                path, f"no system of the estate has a dataset {dataset!r}"
+            )
+
+    def matches_a_dataset(self, rule: Rule, path: PathKey) -> None:
+        """A category rule must cover a category some dataset in its scope holds,
+        or it would silently never apply (a retain rule falling through)."""
+        if rule.category is None:
+            return
+        for name, categories in self.categories_of.items():
+            system, _, dataset = name.partition(":")
+            if rule.system not in ("*", system):
+                continue
+            if rule.dataset not in (None, dataset):
+                continue
+            if any(rule.covers(c) for c in categories):
+                return
+        scope = [f"dataset {rule.dataset!r}"] if rule.dataset is not None else []
+        if rule.system != "*":
+            scope.append(f"system {rule.system!r}")
+        within = " in " + " of ".join(scope) if scope else ""
+        raise self.lines.error(
+            path,
+            f"{rule.category} matches no dataset{within}: declare which datasets "
+            "hold it under datasets: or in the system's Fides annotations",
         )
 
     def domains(self, value: Any) -> tuple[tuple[Domain, ...], tuple[Rule, ...]]:
@@ -258,19 +350,28 @@ class _Checker:
                 categories=self.categories(
                     item.get("categories") or [], (*path, "categories")
                 ),
-                fields=tuple(str(f) for f in item.get("fields") or []),
-                datasets=tuple(str(d) for d in item.get("datasets") or []),
-                where=self.lines.at(*path),
+                fields=self.texts(
+                    item.get("fields", []), (*path, "fields"), " of field names"
+                ),
+                datasets=self.texts(
+                    item.get("datasets", []), (*path, "datasets"), " of dataset names"
+                ),
+                where=self.lines.ref(*path),
             )
             domains.append(domain)
             if "action" in item:
                 rule = self.rule(
                     {k: v for k, v in item.items() if k in _RULE}, path, domain=domain
                 )
-                rules.extend(replace(rule, category=c) for c in domain.categories)
+                for index, category in enumerate(domain.categories):
+                    scoped = replace(rule, category=category)
+                    self.matches_a_dataset(scoped, (*path, "categories", index))
+                    rules.append(scoped)
         return tuple(domains), tuple(rules)
 
-    def dataset_categories(self, value: Any) -> dict[str, tuple[str, ...]]:
+    def dataset_categories(
+        self, value: Any, estate: Mapping[str, set[str]]
+    ) -> dict[str, tuple[str, ...]]:
         if not isinstance(value, Mapping):
             raise self.lines.error(
                 ("datasets",), "must map system:dataset to categories"
@@ -282,28 +383,46 @@ class _Checker:
             if not dataset:
                 raise self.lines.error(path, "name datasets as system:dataset")
             self.system(system, path, wildcard=False)
+            names = estate.get(system)
+            if names and dataset not in names:
+                raise self.lines.error(path, _unknown_dataset(system, dataset, names))
             found[str(name)] = self.categories(cats, path)
         return found
 
-    def performable(
-        self, policy: Policy, datasets: Mapping[str, Iterable[str]]
-    ) -> None:
+    def unambiguous(self, rules: Iterable[Rule]) -> None:
+        """Two rules that match the same things equally specifically must agree;
+        otherwise the file's order would silently decide."""
+        seen: dict[tuple[Any, ...], Rule] = {}
+        for rule in rules:
+            scope = (rule.system, rule.dataset, rule.category, rule.regulation)
+            first = seen.setdefault(scope, rule)
+            if first is rule or _says(first) == _says(rule):
+                continue
+            differ = (
+                f"say {first.action} and {rule.action}"
+                if first.action != rule.action
+                else "differ in basis, retention or fields"
+            )
+            line = rule.where.rpartition(":")[2]
+            raise ConfigError(
+                f"{self.lines.full(first.where)}: this rule and the one at line "
+                f"{line} both match {_scope(scope)} equally specifically and "
+                f"{differ}: remove one, or make one more specific"
+            )
+
+    def performable(self, policy: Policy) -> None:
         """Every decision the policy makes is one the system's connector can do.
 
-        Checked on each dataset the estate knows of in the system (flow edges and
-        the policy's own ``datasets``), or on the system as a whole when none is
-        known; the error names the rule that decided.
+        Checked on each dataset the estate knows of in the system (flow edges,
+        tables, Fides annotations and the policy's own ``datasets``), or on the
+        system as a whole when none is known; the error names the rule that
+        decided.
         """
         for system, kind in self.kinds.items():
             can = plan_actions(kind)
             if not can:
                 continue  # an unknown kind: building its connector says so
-            known = set(datasets.get(system, ())) | {
-                name.partition(":")[2]
-                for name in policy.dataset_categories
-                if name.startswith(f"{system}:")
-            }
-            for dataset in sorted(known) or [""]:
+            for dataset in policy.known.get(system) or [""]:
                 for regulation in REGULATIONS:
                     decision = policy.decide(system, dataset, regulation)
                     needed = [decision.action]
@@ -315,7 +434,8 @@ class _Checker:
                             continue
                         place = f"dataset {dataset!r} of " if dataset else ""
                         raise ConfigError(
-                            f"{decision.where}: this rule makes lethe {action} "
+                            f"{self.lines.full(decision.where)}: this rule makes "
+                            f"lethe {action} "
                             f"{place}system {system!r}, and its connector ({kind}) "
                             f"cannot; it can {', '.join(sorted(can))}: add a rule "
                             "for that system"
@@ -330,13 +450,15 @@ class _Checker:
         method = plan_method(kind, decision.action)
         if method == "anonymise" and not decision.fields:
             raise ConfigError(
-                f"{decision.where}: {decision.action} in system {system!r} "
+                f"{self.lines.full(decision.where)}: {decision.action} in system "
+                f"{system!r} "
                 f"({kind}) needs fields: the columns to overwrite"
                 + (f" in {dataset!r}" if dataset else "")
             )
         if decision.also_anonymise and method is None:
             raise ConfigError(
-                f"{decision.where}: system {system!r} ({kind}) retains records as "
+                f"{self.lines.full(decision.where)}: system {system!r} ({kind}) "
+                "retains records as "
                 f"they are and cannot also anonymise the other personal data of "
                 f"{dataset!r}; give that dataset one action"
             )
@@ -359,9 +481,26 @@ class _Checker:
                         and (rule.action == "delete")
                     ):
                         raise ConfigError(
-                            f"{domain.where}: domain {domain.name!r} is owned by "
-                            f"{domain.owner!r}, but only the catch-all rule "
-                            f"({rule.where}) covers {category}: say what "
+                            f"{self.lines.full(domain.where)}: domain "
+                            f"{domain.name!r} is owned by {domain.owner!r}, but "
+                            f"only the catch-all rule ({rule.where}) covers "
+                            f"{category}: say what "
                             f"{domain.owner} does with it (action: retain with a "
                             "basis and retention, or anonymise)"
                         )
+
+
+def _says(rule: Rule) -> tuple[Any, ...]:
+    return (rule.action, rule.basis, rule.retention, rule.fields)
+
+
+def _scope(scope: tuple[Any, ...]) -> str:
+    system, dataset, category, regulation = scope
+    parts = ["every system" if system == "*" else f"system {system!r}"]
+    if dataset is not None:
+        parts.append(f"dataset {dataset!r}")
+    if category is not None:
+        parts.append(f"category {category}")
+    if regulation is not None:
+        parts.append(f"regulation {regulation}")
+    return ", ".join(parts)

@@ -74,6 +74,7 @@ class TaggedTable:
     key: str
     emails: tuple[str, ...] = ()
     phones: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()  # every field's, nested ones too (the policy's)
 
     @property
     def qualified(self) -> str:
@@ -187,6 +188,14 @@ def _kinds(field: Any) -> set[str]:
     return {kind for kind in kinds if kind}
 
 
+def _field_categories(fields: Iterable[Any]) -> set[str]:
+    found: set[str] = set()
+    for item in fields:
+        found.update(item.data_categories or [])
+        found |= _field_categories(item.fields or [])
+    return found
+
+
 def _nested_identifying(field: Any) -> int:
     return sum(bool(_kinds(f)) + _nested_identifying(f) for f in field.fields or [])
 
@@ -211,4 +220,5 @@ def _tagged(fides_key: str, schema: str | None, collection: Any) -> TaggedTable 
         key=key,
         emails=emails,
         phones=phones,
+        categories=tuple(sorted(_field_categories(collection.fields))),
     )

@@ -38,10 +38,17 @@ prevails over erasure of the rest; its other personal fields are anonymised
 never deleted from under its owner by a catch-all rule: the file must say what
 the owner does with it, or it does not load.
 
+A dataset's categories are the policy's ``datasets:`` entry merged with the
+``user`` categories of its fields in the system's Fides annotations (a
+warehouse's ``fides_datasets``, lethe/fides.py).
+
 Validation happens when the file loads and names the place (``file:line``):
-unknown data categories (fideslang taxonomy), unknown systems, actions a
-system's connector cannot perform, retention without a basis, CCPA-only actions
-without ``regulation: ccpa``.
+unknown data categories (fideslang taxonomy), unknown systems and datasets, a
+rule that matches no dataset, two equally specific rules that disagree,
+actions a system's connector cannot perform, retention without a basis or out
+of range, CCPA-only actions without ``regulation: ccpa``. Rules and decisions
+name their place by the file's short name (``policy.yaml:32``), which plans and
+certificates carry; load errors give the full path.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from typing import Any
 
 from dateutil.relativedelta import relativedelta
 
+from lethe.errors import ConfigError
 from lethe.yamlfile import Lines, load
 
 ACTIONS = ("delete", "anonymise", "retain", "deidentify", "aggregate")
@@ -64,6 +72,7 @@ STRENGTH = {"delete": 0, "aggregate": 1, "deidentify": 2, "anonymise": 2, "retai
 ANCHORS = ("last_document", "erasure", "receipt")
 STARTS = ("end_of_year", "same_day")
 STRATEGIES = ("placeholder",)
+PERIOD_LIMITS = {"years": 100, "months": 1200, "days": 36600}  # a century at most
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,7 @@ class Policy:
     default: Rule
     domains: tuple[Domain, ...] = ()
     dataset_categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    known: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     approval_required: bool = False
     source: str = "built-in default"
     digest: str = ""
@@ -250,24 +260,37 @@ def load_policy(
     datasets: Mapping[str, Iterable[str]] | None = None,
     *,
     source: str = "salesforce",
+    categories: Mapping[str, Iterable[str]] | None = None,
+    name: str = "",
 ) -> Policy:
     """Read and validate a policy file against the estate's systems and kinds.
 
     ``kinds`` maps each system to its connector kind; ``datasets`` lists the
-    datasets the estate knows of per system (from its flow edges). With no
-    path, the built-in default (delete everywhere) is checked the same way.
+    datasets the estate knows of per system (flow edges, tables, Fides-tagged
+    tables); ``categories`` gives ``system:dataset`` the data categories its
+    Fides annotations declare. ``name`` is the file's short name in rule
+    references (default: its base name). With no path, the built-in default
+    (delete everywhere) is checked the same way.
     """
     from lethe._policy_parse import parse
 
+    known = {system: set(names) for system, names in (datasets or {}).items()}
+    declared = {key: tuple(values) for key, values in (categories or {}).items()}
     if path is None:
         return parse(
-            {},
+            {"version": 1},
             Lines(file=Path("(no policy file)")),
             kinds,
-            datasets or {},
+            known,
+            declared,
             source=source,
             digest="",
         )
-    data, lines = load(path, what="the policy file")
+    data, lines = load(path, what="the policy file", name=name)
+    if data is None:
+        raise ConfigError(
+            f"the policy file {path} is empty: start from "
+            "lethe/estate/sample-policy.yaml"
+        )
     digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    return parse(data, lines, kinds, datasets or {}, source=source, digest=digest)
+    return parse(data, lines, kinds, known, declared, source=source, digest=digest)

@@ -23,12 +23,11 @@ def check() -> None:
     """Validate the estate's policy file (errors name the file and line)."""
     from flows.estate import current_estate
 
-    estate = current_estate()
-    policy = estate.policy
+    policy = current_estate().policy
+    approval = "required" if policy.approval_required else "not required"
     console.print(
-        f"policy {policy.source}: valid ({len(policy.rules)} rules, "
-        f"{len(policy.domains)} domains, approval "
-        f"{'required' if policy.approval_required else 'not required'}) "
+        f"policy {policy.source}: valid ({_count(len(policy.rules), 'rule')}, "
+        f"{_count(len(policy.domains), 'domain')}, approval {approval}) "
         f"{policy.digest}".rstrip()
     )
 
@@ -37,7 +36,7 @@ def check() -> None:
 @handled
 def show(
     regulation: Annotated[
-        str, typer.Option("--regulation", help="gdpr or ccpa.")
+        str, typer.Option("--regulation", help="gdpr or ccpa (any case).")
     ] = "gdpr",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -45,6 +44,7 @@ def show(
     from flows.estate import current_estate
     from lethe.policy import REGULATIONS
 
+    regulation = regulation.strip().lower()
     if regulation not in REGULATIONS:
         raise InputError(f"--regulation must be one of {', '.join(REGULATIONS)}")
     estate = current_estate()
@@ -55,7 +55,9 @@ def show(
     if json_out:
         print_json(rows)
         return
-    table = Table("system", "dataset", "action", "basis / retention", "rule")
+    table = Table("system", "dataset", "action")
+    table.add_column("basis / retention", ratio=1, overflow="fold")
+    table.add_column("rule", no_wrap=True)
     for row in rows:
         kept = ""
         if row["basis"]:
@@ -67,16 +69,18 @@ def show(
     console.print(table)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _datasets(estate) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    found = set()
-    for edge in estate.flows:
-        for end in ("from", "to"):
-            system, _, dataset = str(edge.get(end, "")).partition(":")
-            if dataset:
-                found.add((system, dataset))
-    for name in estate.policy.dataset_categories:
-        system, _, dataset = name.partition(":")
-        found.add((system, dataset))
+    """Every dataset the policy knows of per system (flow edges, settings, Fides
+    annotations, its own ``datasets:``), or the system as a whole."""
+    found = {
+        (system, dataset)
+        for system, names in estate.policy.known.items()
+        for dataset in names
+    }
     for system in estate.systems:
         if not any(s == system for s, _ in found):
             found.add((system, ""))

@@ -107,7 +107,13 @@ def _policy(
     flows: list[Mapping[str, Any]],
     source: str,
 ) -> Policy:
-    """The estate's policy file, validated against its systems and datasets."""
+    """The estate's policy file, validated against its systems and datasets.
+
+    The datasets it may name are those the settings name (a warehouse's
+    ``tables``, a Segment source's ``datasets``), the flow edges' ends and the
+    tables a warehouse's Fides annotations tag, whose fields' categories are
+    also the datasets' categories. Run after ``_with_fides_datasets``.
+    """
     named = data.get("policy")
     kinds = {
         str(name): str(settings.get("kind", ""))
@@ -127,14 +133,66 @@ def _policy(
             system, _, dataset = str(edge.get(end, "")).partition(":")
             if dataset:
                 datasets.setdefault(system, set()).add(dataset)
+    categories = _fides_categories(systems)
+    for key in categories:
+        system, _, dataset = key.partition(":")
+        datasets.setdefault(system, set()).add(dataset)
     if named is None:
-        return load_policy(None, kinds, datasets, source=source)
+        return load_policy(None, kinds, datasets, source=source, categories=categories)
     if not isinstance(named, str) or not named.strip():
         raise ConfigError(
             f"the estate file {path}: 'policy' names the policy file "
             "(policy: policy.yaml, relative to the estate file)"
         )
-    return load_policy(path.parent / named, kinds, datasets, source=source)
+    file = path.parent / named
+    return load_policy(
+        file,
+        kinds,
+        datasets,
+        source=source,
+        categories=categories,
+        name=_short_name(file, path.parent),
+    )
+
+
+def _fides_categories(systems: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``system:dataset`` → data categories of each Fides-tagged table.
+
+    A tagged table is the dataset whose ``tables`` entry names it (by dataset
+    or table name), else a dataset of its own name, as the warehouse connector
+    maps them (connectors/_warehouse_setup.py).
+    """
+    from lethe.fides import load_annotations
+
+    found: dict[str, list[str]] = {}
+    for name, settings in systems.items():
+        if not isinstance(settings, Mapping) or not settings.get("fides_datasets"):
+            continue
+        tables = settings.get("tables")
+        tables = tables if isinstance(tables, Mapping) else {}
+        for file in settings["fides_datasets"]:
+            for tagged in load_annotations(Path(file)).tables:
+                qualified = tagged.qualified
+                dataset = next(
+                    (
+                        str(d)
+                        for d, c in tables.items()
+                        if qualified == d
+                        or (isinstance(c, Mapping) and qualified == c.get("table"))
+                    ),
+                    qualified,
+                )
+                found.setdefault(f"{name}:{dataset}", []).extend(tagged.categories)
+    return found
+
+
+def _short_name(file: Path, folder: Path) -> str:
+    """The policy file as rule references show it: relative to the estate
+    file's folder when it lies inside it, else its base name."""
+    try:
+        return file.absolute().relative_to(folder.absolute()).as_posix()
+    except ValueError:
+        return file.name
 
 
 def _with_fides_datasets(path: Path, systems: Mapping[str, Any]) -> Mapping[str, Any]:
