@@ -4,22 +4,28 @@ Officers act under a staff handle (``requests.officer``). A request submitted
 with ``--require-approval``, or to an estate whose policy requires approval,
 waits in ``awaiting_approval`` until a second officer, not its submitter,
 approves it; until then no flow searches, plans or erases anything for it.
+The approver is named explicitly (``--by`` or ``LETHE_OFFICER``), never taken
+from the OS user name: an account shared or named differently from the
+submitter's handle must not let anyone approve their own request.
 
 A request may be denied, with a reason from ``DENIAL_REASONS``, only before
-its erasure starts. Denial is terminal and certified: a signed certificate
-with the same request and subject blocks as a completion certificate, a
-``decision`` block and no systems. Notes are staff free text, so they are
-sealed under the request's data key (a purge shreds them with the
-identifiers), shown by ``lethe dsr show`` alone and never put on a
-certificate, in a log or into Prefect.
+its erasure starts: no attempt has called a system (a run that failed before
+calling one leaves it ``incomplete``, and still deniable). Denial is terminal
+and certified: a signed certificate with the same request and subject blocks
+as a completion certificate, a ``decision`` block and no systems. Notes are
+staff free text, so they are sealed under the request's data key (a purge
+shreds them with the identifiers), shown by ``lethe dsr show`` alone and never
+put on a certificate, in a log or into Prefect.
 
 A duplicate follows its canonical request (erasure/duplicates.py): approving
-or denying a duplicate's id decides the request it duplicates.
+or denying a duplicate's id decides the request it duplicates, and so every
+intake linked to it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -32,6 +38,7 @@ from erasure.certificate import sign
 from erasure.models import (
     AWAITING_APPROVAL,
     DENIED,
+    INCOMPLETE,
     NEEDS_DISAMBIGUATION,
     RECEIVED,
     Attempt,
@@ -54,7 +61,8 @@ DENIAL_REASONS = (
     "outside_jurisdiction",
     "other",
 )
-DENIABLE_STATES = (RECEIVED, AWAITING_APPROVAL, NEEDS_DISAMBIGUATION)
+# incomplete: only while no attempt has called a system (_check_deniable)
+DENIABLE_STATES = (RECEIVED, AWAITING_APPROVAL, NEEDS_DISAMBIGUATION, INCOMPLETE)
 NOT_RUNNABLE_STATES = (AWAITING_APPROVAL, DENIED)
 MAX_NOTE_CHARS = 2000
 
@@ -63,7 +71,7 @@ def approve(
     request_id: str, *, by: str | None = None, note: str | None = None
 ) -> Request:
     """Record a second officer's approval; the request can then run."""
-    approver = officer(by)
+    approver = approving_officer(by)
     text = _note(note)
     with ledger.session() as db:
         request = duplicates.canonical(db, get(request_id, db))
@@ -85,6 +93,17 @@ def approve(
     audit.append("request.approved", request_id=request.id, by=approver)
     log.info("request %s approved by a second officer", request.id)
     return request
+
+
+def approving_officer(handle: str | None = None) -> str:
+    """The approver's handle: ``--by``, else ``LETHE_OFFICER``; never the OS
+    user name, which need not match the handle the submitter gave."""
+    if handle is None and os.environ.get("LETHE_OFFICER") is None:
+        raise InputError(
+            "an approval names its approver: pass --by HANDLE or set LETHE_OFFICER "
+            "(the OS user name is never taken as the approving officer)"
+        )
+    return officer(handle)
 
 
 def deny(
@@ -174,6 +193,13 @@ def denial_payload(
         "decided_at": certify._iso(decided_at),
     }
     return payload
+
+
+def intakes(request_id: str) -> list[str]:
+    """The request and every intake linked to it as a duplicate, oldest first:
+    what a decision on it decides."""
+    with ledger.session() as db:
+        return duplicates.intake_ids(db, request_id)
 
 
 def not_runnable(request_ids: Sequence[str]) -> dict[str, str]:

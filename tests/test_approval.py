@@ -125,6 +125,36 @@ def test_approval_by_the_submitter_is_refused(any_ledger: str, approver: str) ->
     assert again.state == "awaiting_approval" and again.approved_by is None
 
 
+def test_approval_never_falls_back_to_the_os_user(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = _awaiting(by="officer-1")
+    monkeypatch.delenv("LETHE_OFFICER", raising=False)
+    monkeypatch.setattr("getpass.getuser", lambda: "ops-user")  # not officer-1
+    before = _rows()
+    with pytest.raises(InputError, match="an approval names its approver"):
+        decisions.approve(request.id)
+    assert _rows() == before
+    again = requests.get(request.id)
+    assert again.state == "awaiting_approval" and again.approved_by is None
+    monkeypatch.setenv("LETHE_OFFICER", "officer-2")
+    assert decisions.approve(request.id).approved_by == "officer-2"
+
+
+def test_cli_approve_without_by_or_lethe_officer_is_refused(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = _awaiting(by="officer-1")
+    monkeypatch.delenv("LETHE_OFFICER", raising=False)
+    monkeypatch.setattr("getpass.getuser", lambda: "ops-user")
+    before = _rows()
+    result = runner.invoke(app, ["dsr", "approve", request.id])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "pass --by HANDLE or set LETHE_OFFICER" in line and result.stdout == ""
+    assert _rows() == before and requests.get(request.id).approved_by is None
+
+
 def test_approval_by_a_second_officer_makes_the_request_runnable(
     any_ledger: str,
 ) -> None:
@@ -270,17 +300,37 @@ def test_denial_with_an_unknown_reason_is_refused(home: Path) -> None:
     assert requests.get(request.id).state == "received"
 
 
-def test_denial_after_an_attempt_called_a_system_is_refused(any_ledger: str) -> None:
+@pytest.mark.parametrize("incomplete", [False, True])
+def test_denial_after_an_attempt_called_a_system_is_refused(
+    any_ledger: str, incomplete: bool
+) -> None:
     request = requests.submit(email=EMAIL, regulation="gdpr")
     steps.begin_attempt(request.id, "salesforce", "delete")
     steps.mark_calling(request.id, "salesforce", "delete")
+    if incomplete:  # the run failed after calling salesforce
+        requests.mark_unplanned(request.id, "erp failed")
     before = _rows()
     with pytest.raises(InputError, match="already called salesforce"):
         decisions.deny(request.id, reason="no_match", by="officer-2")
     assert _rows() == before and requests.get(request.id).denial_reason is None
 
 
-@pytest.mark.parametrize("state", ["in_progress", "incomplete", "completed", "denied"])
+def test_denial_of_a_run_that_failed_before_calling_any_system(
+    any_ledger: str,
+) -> None:
+    request = requests.submit(email=EMAIL, regulation="gdpr")
+    steps.begin_attempt(request.id, "salesforce", "delete")  # never called
+    requests.mark_unplanned(request.id, "the lineage search failed")
+    assert requests.get(request.id).state == "incomplete"
+    certificate = decisions.deny(request.id, reason="no_match", by="officer-2")
+    payload = verify(certificate.jws, current().keys.public_keys()).payload
+    assert payload["decision"]["outcome"] == "denied"
+    assert payload["request"]["id"] == request.id and payload["systems"] == []
+    assert requests.get(request.id).state == "denied"
+    assert decisions.not_runnable([request.id]) == {request.id: "denied"}
+
+
+@pytest.mark.parametrize("state", ["in_progress", "held", "completed", "denied"])
 def test_denial_of_a_request_past_intake_is_refused(home: Path, state: str) -> None:
     request = requests.submit(email=EMAIL, regulation="gdpr")
     with ledger.session() as db:
@@ -300,6 +350,80 @@ def test_denial_of_a_duplicate_denies_its_canonical_request(any_ledger: str) -> 
     assert certificate.request_id == first.id
     assert requests.get(first.id).state == "denied"
     assert _payload(certificate.jws)["request"]["intake_ids"] == [first.id, second.id]
+
+
+def test_cli_deny_of_a_duplicate_says_the_original_and_its_intakes_are_denied(
+    home: Path,
+) -> None:
+    first = requests.submit(email=EMAIL, regulation="gdpr", channel="web")
+    second = requests.submit(email=EMAIL.upper(), regulation="gdpr", channel="mail")
+    third = requests.submit(email=EMAIL.lower(), regulation="gdpr", channel="phone")
+    result = runner.invoke(
+        app, ["dsr", "deny", third.id, "--reason", "suspected_fraud", "--by", "o-2"]
+    )
+    assert result.exit_code == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert said.startswith(
+        f"{third.id} is a duplicate of {first.id}: the original request {first.id} "
+        f"and all its linked intakes ({first.id}, {second.id}, {third.id}) are "
+        "denied (suspected_fraud); certificate cert-"
+    )
+    assert requests.get(first.id).state == "denied"
+
+
+def test_cli_deny_of_an_original_names_its_linked_intakes(home: Path) -> None:
+    first = requests.submit(email=EMAIL, regulation="gdpr", channel="web")
+    second = requests.submit(email=EMAIL.upper(), regulation="gdpr", channel="mail")
+    result = runner.invoke(
+        app, ["dsr", "deny", first.id, "--reason", "exempt", "--by", "o-2"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert " ".join(result.stdout.split()).startswith(
+        f"{first.id} denied (exempt) with all its linked intakes ({second.id}); "
+    )
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        ("awaiting", "it awaits a second officer's approval"),
+        ("awaiting", "approve it first (`lethe dsr approve {id} --by HANDLE`)"),
+        ("unplanned", "request {id} has no plan: its search failed before planning; "),
+        (
+            "unplanned",
+            "`lethe dsr show {id}` says why; re-run with `lethe dsr run {id}`",
+        ),
+        ("received", "request {id} has not been planned yet: run it first"),
+    ],
+)
+def test_cli_interim_without_a_plan_says_why_in_its_states_terms(
+    home: Path, prepare: str, message: str
+) -> None:
+    if prepare == "awaiting":
+        request = _awaiting()
+    else:
+        request = requests.submit(email=EMAIL, regulation="gdpr")
+    if prepare == "unplanned":
+        requests.mark_unplanned(request.id, "the lineage search failed")
+    before = _rows()
+    result = runner.invoke(app, ["certificate", "interim", request.id])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert message.replace("{id}", request.id) in line
+    assert _rows() == before
+
+
+def test_cli_list_never_cuts_request_or_certificate_ids(home: Path) -> None:
+    made = [_awaiting(email=f"person.{n}@example.net").id for n in range(3)] + [
+        requests.submit(email="x@example.net", regulation="ccpa").id
+    ]
+    certificate = decisions.deny(made[0], reason="no_match", by="officer-2")
+    listed = runner.invoke(app, ["dsr", "list"])
+    assert listed.exit_code == 0, listed.stderr
+    assert max(len(line) for line in listed.stdout.splitlines()) <= 120
+    for request_id in made:
+        assert request_id in listed.stdout
+    assert certificate.id in listed.stdout
 
 
 def test_denied_request_is_purged_after_its_proof_period(

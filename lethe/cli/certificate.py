@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
+from erasure import duplicates
 from erasure.certificate import CertificateInvalid, header_of, load_public_key
 from erasure.certificate import verify as verify_jws
-from erasure.models import Certificate
+from erasure.models import (
+    Certificate,
+)
 from erasure.requests import get
 from lethe import ledger
 from lethe.cli._common import console, fail, handled, needs_ledger, print_json
@@ -34,11 +37,13 @@ def export(
     ] = None,
 ) -> None:
     """Write a request's certificate (a compact JWS) to a file: the newest one,
-    which names any it supersedes, or an earlier one by --id."""
+    which names any it supersedes, or an earlier one by --id. A duplicate's id
+    writes the certificate of the request it duplicates, which names it."""
     from erasure.certify import latest_certificate
 
     with ledger.session() as db:
-        request = get(request_id, db)
+        given = get(request_id, db)
+        request = duplicates.canonical(db, given)
         if certificate_id is None:
             certificate = latest_certificate(db, request.id)
         else:
@@ -57,7 +62,12 @@ def export(
     except OSError:
         raise InputError(f"cannot write {out}") from None
     folder = current().keys.publish()
-    console.print(f"wrote {out} (public keys: {folder})")
+    whose = (
+        ""
+        if request.id == given.id
+        else f", the certificate of {request.id}, the request {given.id} duplicates"
+    )
+    console.print(f"wrote {out}{whose} (public keys: {folder})", markup=False)
 
 
 @app.command()
@@ -115,13 +125,22 @@ def interim(
     certificate supersedes it."""
     from erasure.certify import interim as sign_interim
 
-    certificate = sign_interim(request_id)
+    stated = _planned_request(request_id)
+    certificate = sign_interim(stated)
     if out is not None:
         try:
             out.write_text(certificate.jws + "\n")
         except OSError:
             raise InputError(f"cannot write {out}") from None
-    console.print(f"interim statement {certificate.id} for {request_id}")
+    whose = "" if stated == request_id.strip() else f" (which {request_id} duplicates)"
+    console.print(f"interim statement {certificate.id} for {stated}{whose}")
+
+
+def _planned_request(request_id: str) -> str:
+    """The request an interim statement is about: a duplicate's canonical one
+    (certify.interim says why, in the request's own terms, when it has no plan)."""
+    with ledger.session() as db:
+        return duplicates.canonical(db, get(request_id, db)).id
 
 
 def _read_certificate(file: Path) -> str:

@@ -30,6 +30,14 @@ By = Annotated[
         "OS user name); never an e-mail address.",
     ),
 ]
+Approver = Annotated[
+    str | None,
+    typer.Option(
+        "--by",
+        help="Your staff handle, e.g. officer-7 (default $LETHE_OFFICER; an "
+        "approval never falls back to the OS user name).",
+    ),
+]
 Note = Annotated[
     str | None,
     typer.Option(help="Why, for the ledger only: never on the certificate."),
@@ -100,7 +108,7 @@ def submit(
 @needs_ledger
 def approve(
     request_id: Annotated[str, typer.Argument(help="The request id.")],
-    by: By = None,
+    by: Approver = None,
     note: Note = None,
 ) -> None:
     """Approve a request awaiting a second officer; it can then run."""
@@ -132,16 +140,21 @@ def deny(
     from erasure import decisions
 
     certificate = decisions.deny(request_id, reason=reason, note=note, by=by)
-    denied = certificate.request_id
-    duplicated = (
-        ""
-        if denied == request_id.strip()
-        else f" (the request {request_id} duplicates)"
-    )
-    console.print(
-        f"{denied}{duplicated} denied ({decisions.reason_code(reason)}); "
-        f"certificate {certificate.id}"
-    )
+    code, denied = decisions.reason_code(reason), certificate.request_id
+    intakes = decisions.intakes(denied)
+    if denied != request_id.strip():
+        console.print(
+            f"{request_id.strip()} is a duplicate of {denied}: the original request "
+            f"{denied} and all its linked intakes ({', '.join(intakes)}) are denied "
+            f"({code}); certificate {certificate.id}"
+        )
+    elif len(intakes) > 1:
+        console.print(
+            f"{denied} denied ({code}) with all its linked intakes "
+            f"({', '.join(intakes[1:])}); certificate {certificate.id}"
+        )
+    else:
+        console.print(f"{denied} denied ({code}); certificate {certificate.id}")
 
 
 @app.command()
@@ -276,15 +289,15 @@ def list_(
     if json_out:
         print_json(described)
         return
-    table = Table(
-        "request",
-        "regulation",
-        "state",
-        "received (UTC)",
-        "due",
-        "flag",
-        "decision",
-        "certificate",
+    table = Table()
+    # ids are copied into the next command: never wrapped or cut
+    table.add_column(
+        "request", no_wrap=True, min_width=_widest(described, "request_id")
+    )
+    for heading in ("regulation", "state", "received (UTC)", "due", "flag", "decision"):
+        table.add_column(heading)
+    table.add_column(
+        "certificate", no_wrap=True, min_width=_widest(described, "certificate_id")
     )
     for item in described:
         flag = {"overdue": "[red]OVERDUE[/]", "due_soon": "[yellow]due soon[/]"}.get(
@@ -349,6 +362,10 @@ def resume(
     request = timeline.resume(request_id)
     due = request.extended_deadline or request.deadline
     console.print(f"{request.id} resumed: due {due}")
+
+
+def _widest(rows: list[dict[str, Any]], key: str) -> int:
+    return max((len(row[key] or "") for row in rows), default=0) or 1
 
 
 def _estate() -> Estate | None:

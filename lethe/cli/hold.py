@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from lethe.cli._common import console, handled, needs_ledger, print_json
 from lethe.errors import InputError
@@ -71,7 +72,24 @@ def place(
         ends_on=_day(ends),
         by=by,
     )
-    console.print(f"placed {hold.id} on {system}" + (f":{dataset}" if dataset else ""))
+    covered = f"request {hold.request_id}" if hold.request_id else "every request"
+    until = f"active through {hold.ends_on}" if hold.ends_on else "no end date"
+    console.print(
+        f"placed {hold.id} on {holds.scope(hold)} for {covered} ({until})",
+        markup=False,
+    )
+    if request is not None and hold.request_id != request.strip():
+        console.print(
+            f"{request.strip()} is a duplicate: the hold covers {hold.request_id}, "
+            "the request it duplicates, which is the one that runs",
+            markup=False,
+        )
+    if hold.reason != reason.strip():
+        console.print(
+            "the reason held an e-mail address or phone number: it was stored "
+            "redacted; name the matter, not the person",
+            markup=False,
+        )
 
 
 @app.command("list")
@@ -88,20 +106,38 @@ def list_(
     if json_out:
         print_json(found)
         return
-    table = Table("hold", "scope", "request", "ends", "active", "reason")
+    table = Table()
+    table.add_column("hold", no_wrap=True, min_width=_widest(found, "id"))
+    table.add_column("system", overflow="fold")
+    table.add_column("dataset", overflow="fold")
+    table.add_column("category", overflow="fold")
+    table.add_column("request", no_wrap=True, min_width=_widest(found, "request_id"))
+    table.add_column("ends", no_wrap=True)
+    table.add_column("state", overflow="fold")
+    table.add_column("reason", overflow="fold")
     for hold in found:
-        scope = ":".join(p for p in (hold["system"], hold["dataset"]) if p)
-        if hold["category"]:
-            scope += f" [{hold['category']}]"
+        if hold["active"]:
+            state = "active"
+        elif hold["released_by"]:
+            state = f"released by {hold['released_by']}"
+        else:
+            state = "released" if hold["released_at"] else "expired"
         table.add_row(
             hold["id"],
-            scope,
+            hold["system"],
+            Text(hold["dataset"] or "all"),
+            Text(hold["category"] or "all"),
             hold["request_id"] or "all",
-            hold["ends_on"] or "-",
-            "yes" if hold["active"] else "no",
-            hold["reason"],
+            hold["ends_on"] or "none",
+            state,
+            Text(hold["reason"]),
         )
     console.print(table)
+
+
+def _widest(rows: list[dict], key: str) -> int:
+    """Ids are copied into commands: their column never wraps or truncates."""
+    return max((len(row[key] or "") for row in rows), default=0) or 1
 
 
 @app.command()
@@ -125,8 +161,8 @@ def release(
     if not hold_ids and not expired:
         raise InputError("name the holds to release, or pass --expired")
     freed: set[str] = set()
-    for hold_id in hold_ids or []:
-        freed.update(holds.release(hold_id, by=by))
+    if hold_ids:  # every id is checked before any hold is released
+        freed.update(holds.release_all(hold_ids, by=by))
     if expired:
         freed.update(holds.free_parts(hold_ids=holds.expired(estate.name)))
     if not freed:
