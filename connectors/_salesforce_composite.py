@@ -92,6 +92,17 @@ def delete_collection(org: OrgSession, ids: Sequence[str]) -> CollectionDelete:
     return CollectionDelete(deleted, already, refused, answered)
 
 
+EVENT_LOG_DAYS = 30  # EventLogFile and ApiEvent retention with Event Monitoring
+
+
+def residual_dates(deleted_at: datetime) -> dict[str, str]:
+    """Copies Salesforce keeps outside the records themselves (vendor-apis.md
+    1.3): event monitoring logs — which hold the query texts of lethe's own
+    search by e-mail — until ``event_logs_expire_by``."""
+    until = deleted_at + timedelta(days=EVENT_LOG_DAYS)
+    return {"event_logs_expire_by": until.date().isoformat()}
+
+
 def purge_date(deleted_at: datetime) -> str:
     """The day the org's Recycle Bin lets go of a record deleted then."""
     return (deleted_at + timedelta(days=RECYCLE_BIN_DAYS)).date().isoformat()
@@ -126,6 +137,7 @@ def soft_outcome(result: CollectionDelete) -> Outcome:
         dates={
             "deleted_at": result.deleted_at.isoformat(timespec="seconds"),
             "physically_purged_by": purged_by,
+            **residual_dates(result.deleted_at),
         },
     )
 

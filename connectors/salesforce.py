@@ -53,7 +53,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ from connectors._salesforce_bulk import NOT_FINAL, RUNNING, BulkJobs, vendor_tim
 from connectors._salesforce_composite import (
     COLLECTION_CAP,
     delete_collection,
+    residual_dates,
     soft_outcome,
 )
 from connectors._salesforce_events import api_events
@@ -483,13 +484,23 @@ class SalesforceConnector:
             if info["state"] == "JobComplete"
         )
         last = infos[-1] if infos else {}
+        finished = vendor_time(last.get("systemModstamp")) or datetime.now(UTC)
         return Outcome(
             status="done",
             action="deleted" if affected else "already_absent",
             records_affected=affected,
             job_id=",".join(job_ids) or None,
             vendor_status=last.get("state"),
-            finished_at=vendor_time(last.get("systemModstamp")) or datetime.now(UTC),
+            finished_at=finished,
+            detail="hard-deleted past the Recycle Bin: immediately eligible for "
+            "physical deletion; queryAll may still list them for about a day",
+            dates={
+                "deleted_at": finished.isoformat(timespec="seconds"),
+                "query_all_may_list_until": (finished + timedelta(days=1))
+                .date()
+                .isoformat(),
+                **residual_dates(finished),
+            },
         )
 
     def poll(self, job_id: str, keys: Keys) -> Outcome:

@@ -30,27 +30,21 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     Column,
-    ColumnElement,
     Connection,
     MetaData,
     Table,
-    and_,
-    column,
     delete,
     func,
     inspect,
-    not_,
     select,
-    table,
-    tuple_,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -62,6 +56,15 @@ from connectors._sql import (
     placeholder,
     translate_error,
     violated_constraint,
+)
+from connectors._sql_order import (
+    BATCH_CAP,
+    ForeignKey,
+    Target,
+    blocks,
+    chunks,
+    delete_order,
+    foreign_keys,
 )
 from connectors._warehouse_setup import (
     DatasetConfig,
@@ -75,37 +78,6 @@ from lethe.fides import load_all
 from lethe.identity import normalize_email, normalize_phone
 
 logger = logging.getLogger(__name__)
-
-BATCH_CAP = 1000
-_SYSTEM_SCHEMAS = frozenset({"information_schema"})
-
-Ident = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class _Target:
-    """One dataset of the plan, reflected: its table, key column and keys."""
-
-    dataset: str
-    ident: Ident
-    table: Table
-    key: Column[Any]
-    keys: tuple[str, ...] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class _ForeignKey:
-    name: str | None
-    child: Ident
-    child_columns: tuple[str, ...]
-    parent: Ident
-    parent_columns: tuple[str, ...]
-
-    def label(self) -> str:
-        child = ".".join(self.child)
-        parent = ".".join(self.parent)
-        return f"{self.name or 'unnamed foreign key'} ({child} -> {parent})"
-
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -279,7 +251,7 @@ class WarehouseConnector:
                 )
             picked = [target.table.c[c] for c in columns]
             found: dict[str, dict[str, Any]] = {}
-            for chunk in _chunks(target.keys):
+            for chunk in chunks(target.keys):
                 query = select(target.key, *picked).where(target.key.in_(chunk))
                 for row in conn.execute(query):
                     found[str(row[0])] = dict(zip(columns, row[1:], strict=True))
@@ -337,13 +309,13 @@ class WarehouseConnector:
     # -- one transaction each ------------------------------------------------
 
     def _delete_all(self, keys: Keys) -> list[tuple[Table, int]]:
-        targets: list[_Target] = []
-        fks: list[_ForeignKey] = []
+        targets: list[Target] = []
+        fks: list[ForeignKey] = []
         try:
             with self._engine.begin() as conn:
                 targets = self._targets(conn, keys)
-                fks = _foreign_keys(conn, {t.ident for t in targets})
-                order = _delete_order(targets, fks)
+                fks = foreign_keys(conn, {t.ident for t in targets})
+                order = delete_order(targets, fks)
                 logger.debug(
                     "%s: delete order %s", self.system, [t.dataset for t in order]
                 )
@@ -374,7 +346,7 @@ class WarehouseConnector:
 
     # -- reflection ----------------------------------------------------------
 
-    def _targets(self, conn: Connection, keys: Keys) -> list[_Target]:
+    def _targets(self, conn: Connection, keys: Keys) -> list[Target]:
         default = inspect(conn).default_schema_name or ""
         metadata = MetaData()
         targets = []
@@ -382,7 +354,7 @@ class WarehouseConnector:
             config = self._config(dataset)
             found = self._reflect(conn, metadata, dataset, config)
             targets.append(
-                _Target(
+                Target(
                     dataset=dataset,
                     ident=(config.schema or default, config.table),
                     table=found,
@@ -427,7 +399,7 @@ class WarehouseConnector:
             )
         return found
 
-    def _placeholders(self, target: _Target, names: Sequence[str]) -> dict[str, Any]:
+    def _placeholders(self, target: Target, names: Sequence[str]) -> dict[str, Any]:
         missing = [name for name in names if name not in target.table.c]
         if not names or missing:
             raise ConfigError(
@@ -486,8 +458,8 @@ class WarehouseConnector:
     def _blocked(
         self,
         exc: sa_exc.IntegrityError,
-        targets: Sequence[_Target],
-        fks: Sequence[_ForeignKey],
+        targets: Sequence[Target],
+        fks: Sequence[ForeignKey],
     ) -> ConnectorError:
         blockers = self._blockers(exc, targets, fks)
         named = ", ".join(blockers) if blockers else violated_constraint(exc)
@@ -500,8 +472,8 @@ class WarehouseConnector:
     def _blockers(
         self,
         exc: sa_exc.IntegrityError,
-        targets: Sequence[_Target],
-        fks: Sequence[_ForeignKey],
+        targets: Sequence[Target],
+        fks: Sequence[ForeignKey],
     ) -> list[str]:
         diag = getattr(exc.orig, "diag", None)
         name = getattr(diag, "constraint_name", None)
@@ -509,7 +481,7 @@ class WarehouseConnector:
             return [fk.label() for fk in fks if fk.name == name] or [name]
         try:
             with self._engine.connect() as conn:
-                return [fk.label() for fk in fks if _blocks(conn, fk, targets)]
+                return [fk.label() for fk in fks if blocks(conn, fk, targets)]
         except sa_exc.DBAPIError:
             return [fk.label() for fk in fks]
 
@@ -517,105 +489,28 @@ class WarehouseConnector:
 # -- statements --------------------------------------------------------------
 
 
-def _chunks(values: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
-    for start in range(0, len(values), BATCH_CAP):
-        yield values[start : start + BATCH_CAP]
-
-
-def _count(conn: Connection, target: _Target) -> int:
+def _count(conn: Connection, target: Target) -> int:
     query = select(func.count()).select_from(target.table)
     return sum(
         conn.execute(query.where(target.key.in_(chunk))).scalar_one()
-        for chunk in _chunks(target.keys)
+        for chunk in chunks(target.keys)
     )
 
 
-def _delete(conn: Connection, target: _Target) -> int:
+def _delete(conn: Connection, target: Target) -> int:
     statement = delete(target.table)
     return sum(
         conn.execute(statement.where(target.key.in_(chunk))).rowcount
-        for chunk in _chunks(target.keys)
+        for chunk in chunks(target.keys)
     )
 
 
-def _update(conn: Connection, target: _Target, values: Mapping[str, Any]) -> int:
+def _update(conn: Connection, target: Target, values: Mapping[str, Any]) -> int:
     statement = update(target.table).values(dict(values))
     return sum(
         conn.execute(statement.where(target.key.in_(chunk))).rowcount
-        for chunk in _chunks(target.keys)
+        for chunk in chunks(target.keys)
     )
-
-
-def _foreign_keys(conn: Connection, parents: set[Ident]) -> list[_ForeignKey]:
-    """Every foreign key in the database that references one of ``parents``."""
-    inspector = inspect(conn)
-    default = inspector.default_schema_name or ""
-    found = []
-    for schema in inspector.get_schema_names():
-        if schema in _SYSTEM_SCHEMAS:
-            continue
-        for (_, name), fks in inspector.get_multi_foreign_keys(schema=schema).items():
-            for fk in fks:
-                parent = (fk["referred_schema"] or default, fk["referred_table"])
-                if parent not in parents:
-                    continue
-                found.append(
-                    _ForeignKey(
-                        name=fk["name"],
-                        child=(schema, name),
-                        child_columns=tuple(fk["constrained_columns"]),
-                        parent=parent,
-                        parent_columns=tuple(fk["referred_columns"]),
-                    )
-                )
-    return found
-
-
-def _delete_order(
-    targets: Sequence[_Target], fks: Sequence[_ForeignKey]
-) -> list[_Target]:
-    """Targets with every referencing target first; plan order otherwise.
-
-    In a cycle the first remaining target goes next and the database decides:
-    if its rows are still referenced, the transaction rolls back.
-    """
-    by_table: dict[Ident, list[str]] = {}
-    for target in targets:
-        by_table.setdefault(target.ident, []).append(target.dataset)
-    waits: dict[str, set[str]] = {target.dataset: set() for target in targets}
-    for fk in fks:
-        if fk.child == fk.parent:
-            continue
-        for parent in by_table.get(fk.parent, []):
-            waits[parent].update(by_table.get(fk.child, []))
-
-    ordered: list[_Target] = []
-    remaining = list(targets)
-    while remaining:
-        done = {target.dataset for target in ordered}
-        ready = [t for t in remaining if waits[t.dataset] <= done]
-        ordered.append(ready[0] if ready else remaining[0])
-        remaining.remove(ordered[-1])
-    return ordered
-
-
-def _blocks(conn: Connection, fk: _ForeignKey, targets: Sequence[_Target]) -> bool:
-    """Whether rows the plan leaves in place still reference the subject's rows."""
-    parent = next(t for t in targets if t.ident == fk.parent)
-    planned = [t for t in targets if t.ident == fk.child]
-    names = dict.fromkeys([*fk.child_columns, *(t.key.name for t in planned)])
-    child = table(fk.child[1], *map(column, names), schema=fk.child[0])
-    refs = tuple_(*(child.c[name] for name in fk.child_columns))
-    referenced = [parent.table.c[name] for name in fk.parent_columns]
-    for chunk in _chunks(parent.keys):
-        subject_rows = select(*referenced).where(parent.key.in_(chunk))
-        condition: ColumnElement[bool] = refs.in_(subject_rows)
-        for other in planned:
-            condition = and_(condition, not_(child.c[other.key.name].in_(other.keys)))
-        query = select(func.count()).select_from(child).where(condition)
-        if conn.execute(query).scalar_one():
-            return True
-    return False
 
 
 def _outcome(action: Action, records: int, detail: str) -> Outcome:

@@ -19,6 +19,7 @@ from erasure.models import (
     DENIED,
     HELD,
     INCOMPLETE,
+    NEEDS_DISAMBIGUATION,
     Attempt,
     Certificate,
     LegalHold,
@@ -113,6 +114,7 @@ def payload_for(
             for step in steps
         ],
         "lineage": {"digest": request.lineage_digest},
+        "policy": {"digest": request.policy_digest or None},
         "recipients": told,
     }
 
@@ -217,7 +219,9 @@ def close(request_id: str) -> Certificate | None:
         else:
             completed_at = utcnow()
             kind = "partial" if deferred else "completion"
-            certificate = _issue(db, request, steps, latest, kind, completed_at)
+            certificate = _issue(
+                db, request, steps, latest, kind, None if deferred else completed_at
+            )
             request.state = HELD if deferred else COMPLETED
             request.completed_at = None if deferred else completed_at
             db.add(request)
@@ -292,10 +296,7 @@ def interim(request_id: str) -> Certificate:
             )
         steps = steps_of(db, request.id)
         if not steps:
-            raise InputError(
-                f"request {request.id} has not been planned yet: run it first "
-                f"(`lethe dsr run {request.id}`)"
-            )
+            raise InputError(_no_plan(request))
         certificate = _issue(
             db, request, steps, latest_certificate(db, request.id), "interim", None
         )
@@ -303,3 +304,23 @@ def interim(request_id: str) -> Certificate:
         "certificate.interim", request_id=request_id, certificate_id=certificate.id
     )
     return certificate
+
+
+def _no_plan(request: Request) -> str:
+    """Why a request has nothing to state yet, in its state's own terms."""
+    rid = request.id
+    reasons = {
+        AWAITING_APPROVAL: "it awaits a second officer's approval, and nothing is "
+        f"searched before it; approve it first (`lethe dsr approve {rid} --by "
+        f"HANDLE`), then `lethe dsr run {rid}`",
+        INCOMPLETE: f"its search failed before planning; `lethe dsr show {rid}` says "
+        f"why; re-run with `lethe dsr run {rid}`",
+        NEEDS_DISAMBIGUATION: "its identity matched several people; choose with "
+        f"`lethe dsr resolve {rid} --record ID`, then `lethe dsr run {rid}`",
+    }
+    if request.state not in reasons:
+        return (
+            f"request {rid} has not been planned yet: run it first "
+            f"(`lethe dsr run {rid}`)"
+        )
+    return f"request {rid} has no plan: {reasons[request.state]}"

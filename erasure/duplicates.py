@@ -37,16 +37,22 @@ def open_request_for(
     *,
     subject_digests: Sequence[str],
     type_: str,
+    regulation: str,
     estate: str,
     received: datetime,
 ) -> Request | None:
-    """The open request this one duplicates, if any (the earliest received)."""
+    """The open request this one duplicates, if any (the earliest received).
+
+    Only a request under the same regulation: a GDPR and a CCPA request for one
+    person are two legal requests, each with its own clock and rule version.
+    """
     span = window()
     candidates = db.exec(
         select(Request)
         .where(
             col(Request.subject_digest).in_(list(subject_digests)),
             Request.type == type_,
+            Request.regulation == regulation,
             Request.estate == estate,
             col(Request.state).in_(OPEN_STATES),
             col(Request.duplicate_of).is_(None),

@@ -46,4 +46,6 @@ def outcome_label(step: SystemStep) -> str:
         return f"{level}, physically purged by {purged_by}"
     if step.action == "already_absent":
         return "already absent"
+    if step.action == "deleted" and "query_all_may_list_until" in step.dates:
+        return "deleted (hard delete: out of the Recycle Bin, not recoverable)"
     return "deleted (logically)" if step.action == "deleted" else step.state

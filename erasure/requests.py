@@ -140,10 +140,17 @@ def submit(
     vault = runtime.vault
     request_id = new_request_id()
     digests = [(kind, value, vault.digest(kind, value)) for kind, value in identities]
+    # a client's key may carry anything (an e-mail, an order number): the
+    # ledger keeps its keyed digest only, and looks it up by that
+    key_digest = (
+        vault.digest("idempotency", idempotency_key)
+        if idempotency_key is not None
+        else None
+    )
     with ledger.session() as db:
-        if idempotency_key is not None:
+        if idempotency_key is not None and key_digest is not None:
             earlier = _by_idempotency_key(
-                db, idempotency_key, digests[0][2], regulation
+                db, idempotency_key, key_digest, digests[0][2], regulation
             )
             if earlier is not None:
                 return earlier
@@ -151,6 +158,7 @@ def submit(
             db,
             subject_digests=[d for _, _, d in digests],
             type_="erasure",
+            regulation=regulation,
             estate=estate,
             received=received,
         )
@@ -162,7 +170,7 @@ def submit(
                 regulation,
                 channel,
                 received,
-                idempotency_key,
+                key_digest,
                 digests,
             )
             duplicate.submitted_by = submitted_by
@@ -193,7 +201,7 @@ def submit(
                 acknowledge_by=clock.acknowledge_by,
                 subject_digest=digests[0][2],
                 subject_kind=digests[0][0],
-                idempotency_key=idempotency_key,
+                idempotency_key=key_digest,
                 submitted_by=submitted_by,
                 approval_required=require_approval,
                 state=AWAITING_APPROVAL if require_approval else RECEIVED,
@@ -230,11 +238,19 @@ def _require_approval(open_one: Request) -> None:
 
 
 def _by_idempotency_key(
-    db: Session, key: str, subject_digest: str, regulation: str
+    db: Session, key: str, key_digest: str, subject_digest: str, regulation: str
 ) -> Request | None:
-    found = db.exec(select(Request).where(Request.idempotency_key == key)).first()
+    """The request an Idempotency-Key created, found by the key's digest; a
+    row written before keys were digested holds the key itself, and is given
+    the digest instead when it is found."""
+    found = db.exec(
+        select(Request).where(col(Request.idempotency_key).in_([key_digest, key]))
+    ).first()
     if found is None:
         return None
+    if found.idempotency_key != key_digest:
+        found.idempotency_key = key_digest
+        db.add(found)
     if found.subject_digest != subject_digest or found.regulation != regulation:
         raise InputError(
             "this Idempotency-Key was already used for a different request; "
@@ -250,7 +266,7 @@ def _duplicate(
     regulation: str,
     channel: str,
     received: datetime,
-    idempotency_key: str | None,
+    key_digest: str | None,
     digests: list[tuple[str, str, str]],
 ) -> Request:
     """Store the intake as a duplicate; the open request runs from the earliest
@@ -268,7 +284,7 @@ def _duplicate(
         subject_kind=digests[0][0],
         state=DUPLICATE,
         duplicate_of=open_one.id,
-        idempotency_key=idempotency_key,
+        idempotency_key=key_digest,
     )
     db.add(duplicate)
     if received < open_one.received_at and not open_one.pauses:
@@ -418,6 +434,7 @@ def describe(request_id: str) -> dict[str, Any]:
         "paused_since": _day(request.paused_since),
         "completed_at": _iso(request.completed_at),
         "purged_at": _iso(request.purged_at),
+        "policy_digest": request.policy_digest or None,
         "certificate_id": certificate.id if certificate else None,
         "certificate_kind": certificate.kind if certificate else None,
         "candidates": candidates,

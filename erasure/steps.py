@@ -112,10 +112,17 @@ def record_job(request_id: str, system: str, action: str, job_id: str) -> None:
 
 
 def finish_attempt(
-    request_id: str, system: str, action: str, *, error: str | None = None
+    request_id: str,
+    system: str,
+    action: str,
+    *,
+    error: str | None = None,
+    missing_ok: bool = False,
 ) -> None:
     with ledger.session() as db:
         attempt = db.get(Attempt, idempotency_key(request_id, system, action))
+        if attempt is None and missing_ok:
+            return  # the step failed before its attempt was written
         assert attempt is not None, "begin_attempt writes the attempt first"
         attempt.state = "failed" if error else "finished"
         attempt.error = error
@@ -199,6 +206,11 @@ def settle_parts(request_id: str, system: str, results: dict[str, str]) -> str:
         state = DONE
     done = [p for p in step.parts.values() if p.get("state") == DONE]
     outcomes = sorted({str(p.get("outcome")) for p in done})
+    # a failed or waiting group wrote its own reason on the step: keep it
+    detail = {
+        DONE: "each dataset's result is in its part",
+        DEFERRED: "held: a legal hold defers part of it; the rest is done",
+    }.get(state, step.detail or "not every dataset's action has finished")
     update_step(
         request_id,
         system,
@@ -206,9 +218,6 @@ def settle_parts(request_id: str, system: str, results: dict[str, str]) -> str:
         verified=state == DONE,
         action=outcomes[0] if len(outcomes) == 1 else "+".join(outcomes),
         records_affected=sum(int(p.get("records_affected") or 0) for p in done),
-        detail={
-            DONE: "each dataset's result is in its part",
-            DEFERRED: "held: a legal hold defers part of it; the rest is done",
-        }.get(state, "not every dataset's action has finished"),
+        detail=detail,
     )
     return state

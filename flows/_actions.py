@@ -21,6 +21,7 @@ from typing import Any
 from sqlmodel import select
 
 from connectors.base import Connector, Evidence, Outcome
+from connectors.registry import plan_method
 from erasure.models import DEFERRED, DONE, Request
 from lethe import ledger
 from lethe.policy import Retention
@@ -71,6 +72,24 @@ def fields_of(
 ) -> dict[str, list[str]]:
     """The columns the policy names for each dataset's anonymisation."""
     return {d: list(parts.get(d, {}).get("fields") or []) for d in datasets}
+
+
+def check_fields(
+    connector: Any,
+    kind: str,
+    parts: Mapping[str, Mapping[str, Any]],
+    groups: Mapping[str, Mapping[str, list[str]]],
+) -> None:
+    """Before any group runs: the columns an anonymisation names exist.
+
+    ``read_fields`` raises ConfigError naming a missing column, so a policy
+    that names the wrong one changes nothing anywhere in the step.
+    """
+    for action, dataset_keys in groups.items():
+        if plan_method(kind, base(action)) != "anonymise":
+            continue
+        for dataset, values in fields_of(parts, dataset_keys).items():
+            connector.read_fields(dataset, dataset_keys[dataset][:1], values)
 
 
 def _digest(value: Any) -> str:

@@ -168,6 +168,12 @@ def _run_step(
             return steps.settle_parts(request_id, system, {})
         return step.state
     kind = str(estate.systems[system].get("kind"))
+    try:  # a policy naming columns the system lacks fails before anything runs
+        _actions.check_fields(connector, kind, step.parts, groups)
+    except LetheError as exc:
+        steps.update_step(request_id, system, state=FAILED, detail=str(exc))
+        log.warning("request %s: %s step not run: %s", request_id, system, exc)
+        return FAILED
     if len(groups) == 1 and not states & {DEFERRED, DONE}:
         [(action, dataset_keys)] = groups.items()
         return _run_group(
@@ -238,7 +244,11 @@ def _run_group(
         steps.update_step(request_id, system, state=FAILED, detail=str(exc))
         return FAILED
     except LetheError as exc:
+        steps.finish_attempt(
+            request_id, system, action, error=str(exc), missing_ok=True
+        )
         steps.update_step(request_id, system, state=FAILED, detail=str(exc))
+        log.warning("request %s: %s step failed: %s", request_id, system, exc)
         return FAILED
     except Exception as exc:  # anything else may quote values: keep its type only
         detail = f"unexpected {type(exc).__name__} in the {system} connector"

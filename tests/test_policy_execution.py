@@ -80,6 +80,39 @@ def test_policy_ccpa_deidentifies_one_dataset_and_deletes_the_other(
     assert _mart_row(e) == after
 
 
+@pytest.mark.e2e
+def test_policy_naming_a_missing_column_changes_nothing_in_the_system(
+    estate: Estate,
+) -> None:
+    from flows.capture import capture_lineage
+    from flows.erasure import erase_requests
+
+    e = estate
+    policy = Path(e.settings["policy"])
+    policy.write_text(
+        policy.read_text() + DEIDENTIFY_MART.replace("full_name, email", "emial")
+    )
+    capture_lineage()
+    before = _mart_row(e)
+    request = requests.submit(email=e.canary.email, regulation="ccpa")
+
+    assert erase_requests([request.id]) == {request.id: "incomplete"}
+    warehouse = {s["system"]: s for s in requests.describe(request.id)["systems"]}[
+        "warehouse"
+    ]
+    assert warehouse["state"] == "failed"
+    assert "has no column emial" in warehouse["detail"]
+    assert _mart_row(e) == before  # neither dataset was touched
+    engine = create_engine(e.settings["systems"]["warehouse"]["url"])
+    with engine.connect() as db:
+        raw = db.execute(
+            text("SELECT count(*) FROM raw_sf_contact WHERE sf_id = :id"),
+            {"id": e.contact_id},
+        ).scalar_one()
+    engine.dispose()
+    assert raw == 1
+
+
 def test_anonymise_verification_fails_when_values_stayed(
     home: Path, tmp_path: Path
 ) -> None:

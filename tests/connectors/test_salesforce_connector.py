@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -154,6 +155,26 @@ def test_polling_a_finished_erasure_again_stays_done(make_org: Any) -> None:
 
     assert again.status == "done" and again.records_affected == 4
     assert len(org.store.jobs()) == 3
+
+
+def test_hard_delete_states_its_dates_and_the_residual_logs(make_org: Any) -> None:
+    org = make_org()
+    subject = _subject(org.store)
+    done = _until_done(
+        org.connector,
+        org.connector.submit(subject.keys, idempotency_key="k"),
+        subject.keys,
+    )
+
+    deleted = datetime.fromisoformat(done.dates["deleted_at"])
+    assert done.dates["query_all_may_list_until"] == (
+        (deleted + timedelta(days=1)).date().isoformat()
+    )
+    # lethe's own search by e-mail sits in the org's event logs this long
+    assert done.dates["event_logs_expire_by"] == (
+        (deleted + timedelta(days=30)).date().isoformat()
+    )
+    assert "hard-deleted past the Recycle Bin" in done.detail
 
 
 def test_fifteen_character_ids_are_extended_not_lowercased(make_org: Any) -> None:
