@@ -360,9 +360,12 @@ class _Checker:
             )
             domains.append(domain)
             if "action" in item:
-                rule = self.rule(
-                    {k: v for k, v in item.items() if k in _RULE}, path, domain=domain
-                )
+                # a domain's ``fields`` are what it owns (for lint), not columns
+                # to anonymise: the owner's rule takes none
+                owned_rule = {
+                    k: v for k, v in item.items() if k in _RULE and k != "fields"
+                }
+                rule = self.rule(owned_rule, path, domain=domain)
                 for index, category in enumerate(domain.categories):
                     scoped = replace(rule, category=category)
                     self.matches_a_dataset(scoped, (*path, "categories", index))

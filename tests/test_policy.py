@@ -194,6 +194,7 @@ def test_policy_sample_estate_file_loads():
     policy = load_policy(path, KINDS, DATASETS)
     erp = policy.decide("erp", "A_BusinessPartner", "gdpr")
     assert erp.action == "retain" and erp.also_anonymise
+    assert erp.fields == ()  # a domain's fields are what it owns, not columns
     assert policy.digest.startswith("sha256:")
     # the ownership map `lethe lineage lint` reads
     assert policy.owners() == {
