@@ -1,11 +1,13 @@
-"""``lethe serve``: the capture flow and the post-erasure re-checks as Prefect
-deployments on cron schedules, served until stopped.
+"""``lethe serve``: the capture flow, the post-erasure re-checks, the divergence
+check and the release of ended legal holds as Prefect deployments on cron
+schedules, served until stopped.
 
 Schedules come from the estate file (``schedules: {capture: CRON, recheck:
-CRON}``; defaults below). Prefect's temporary in-process server cannot run
-schedules, so serving needs a Prefect server (``PREFECT_API_URL``). Each run
-appears in Prefect's UI under its deployment, with no parameters at all: the
-flows read the estate and the ledger from ``LETHE_HOME``.
+CRON, divergence: CRON, holds: CRON}``; defaults below). Prefect's temporary
+in-process server cannot run schedules, so serving needs a Prefect server
+(``PREFECT_API_URL``). Each run appears in Prefect's UI under its deployment,
+with no parameters at all: the flows read the estate and the ledger from
+``LETHE_HOME``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ DEFAULT_SCHEDULES = {
     "capture": "0 2 * * *",
     "recheck": "30 3 * * *",
     "divergence": "0 5 * * *",
+    "holds": "0 4 * * *",
 }
 
 
@@ -52,6 +55,7 @@ def require_server() -> str:
 def deployments(schedules: Mapping[str, str]) -> list[Any]:
     from flows.capture import capture_lineage
     from flows.divergence import check_divergence
+    from flows.holds import release_expired_holds
     from flows.recheck import recheck_requests
 
     try:
@@ -64,6 +68,9 @@ def deployments(schedules: Mapping[str, str]) -> list[Any]:
             ),
             check_divergence.to_deployment(
                 name="check-divergence", cron=schedules["divergence"], tags=["lethe"]
+            ),
+            release_expired_holds.to_deployment(
+                name="release-expired-holds", cron=schedules["holds"], tags=["lethe"]
             ),
         ]
     except ValueError as exc:

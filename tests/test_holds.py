@@ -674,3 +674,39 @@ def test_hold_list_never_cuts_ids_in_piped_output(
     for hold in placed:
         assert hold.id in listed.stdout
     assert listed.stdout.count(request.id) == 3
+
+
+@pytest.mark.e2e
+def test_scheduled_flow_runs_what_an_ended_hold_deferred(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.capture import capture_lineage
+    from flows.erasure import erase_requests
+    from flows.holds import release_expired_holds
+
+    e = plant_canary_estate(tmp_path / "estate", step_seconds=0.05)
+    try:
+        capture_lineage()
+        request = requests.submit(email=e.canary.email, regulation="gdpr")
+        lethe_estate = load_estate(current().settings.estate_file)
+        hold = holds.place(
+            lethe_estate,
+            system="erp",
+            reason=REASON,
+            ends_on=date.today() + timedelta(days=1),
+            by="counsel-1",
+        )
+        assert erase_requests([request.id]) == {request.id: "held"}
+        assert release_expired_holds() == {}  # still active through its end date
+
+        later = holds.utcnow() + timedelta(days=3)
+        monkeypatch.setattr(holds, "utcnow", lambda: later)
+        assert release_expired_holds() == {request.id: "completed"}
+        first, second = _certificates(request.id)
+        assert second.supersedes == first.id
+        erp = {s["system"]: s for s in _payload(second.jws)["systems"]}["erp"]
+        assert erp["outcome"].startswith("retained under HGB")
+        assert holds.expired(lethe_estate.name) == [hold.id]
+        assert release_expired_holds() == {}  # nothing left to run
+    finally:
+        e.servers.stop()

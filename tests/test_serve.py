@@ -30,6 +30,7 @@ def test_schedules_default_and_validate() -> None:
         "capture": "5 4 * * *",
         "recheck": "30 3 * * *",
         "divergence": "0 5 * * *",
+        "holds": "0 4 * * *",
     }
     with pytest.raises(ConfigError, match="five fields"):
         schedules_of({"capture": "daily"})
@@ -64,7 +65,7 @@ def test_serve_registers_scheduled_deployments(home: Path) -> None:
         found: dict[str, str] = {}
         deadline = time.monotonic() + 60
         with get_client(sync_client=True) as client:
-            while len(found) < 3 and time.monotonic() < deadline:
+            while len(found) < 4 and time.monotonic() < deadline:
                 assert process.poll() is None, process.stdout.read().decode()
                 for deployment in client.read_deployments():
                     if "lethe" in (deployment.tags or []) and deployment.schedules:
@@ -74,6 +75,7 @@ def test_serve_registers_scheduled_deployments(home: Path) -> None:
             "capture-lineage": "15 1 * * *",
             "recheck-requests": "30 3 * * *",
             "check-divergence": "0 5 * * *",
+            "release-expired-holds": "0 4 * * *",
         }
     finally:
         process.send_signal(signal.SIGINT)
