@@ -19,9 +19,9 @@ from connectors.sap import PLACEHOLDER, SapBusinessPartnerConnector
 from lethe.emulators import EmulatorServer
 from lethe.emulators.sap import SERVICE_ROOT, SapStore, create_app
 from lethe.errors import ConfigError, ConnectorError, TransientConnectorError
+from tests._sap import PASSWORD, USER, sap_connector
 from tests._servers import Served, serve
 
-USER, PASSWORD = "COMM_USER", "s3cret"
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = Path(os.environ.get("LETHE_SAMPLE_DATA", REPO.parent / "shared" / "data"))
 PASSENGERS = SAMPLE_DATA / "erp" / "sap-cap-sflight" / "sap.fe.cap.travel-Passenger.csv"
@@ -33,26 +33,6 @@ def served() -> Iterator[Served[SapStore]]:
     yield from serve(
         store, create_app(store, username=USER, password=PASSWORD, page_size=3)
     )
-
-
-def _connector(
-    server: EmulatorServer, **options: object
-) -> SapBusinessPartnerConnector:
-    settings: dict[str, object] = {
-        "system": "erp",
-        "base_url": server.base_url + SERVICE_ROOT,
-        "username": USER,
-        "password": PASSWORD,
-        "timeout": 2.0,
-    }
-    return SapBusinessPartnerConnector(**{**settings, **options})  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def sap(server: EmulatorServer) -> Iterator[SapBusinessPartnerConnector]:
-    connector = _connector(server)
-    yield connector
-    connector.close()
 
 
 def _subject(store: SapStore) -> str:
@@ -106,7 +86,7 @@ class _ConcurrentClerk(httpx.BaseTransport):
         self._inner.close()
 
 
-def test_sap_connector_is_a_sync_connector(sap: SapBusinessPartnerConnector) -> None:
+def test_sap_connector_is_a_syncsap_connector(sap: SapBusinessPartnerConnector) -> None:
     assert isinstance(sap, SyncConnector)
     assert sap.capabilities.anonymise and not sap.capabilities.hard_delete
 
@@ -237,7 +217,7 @@ def test_sap_connector_retries_once_on_stale_etag(
 ) -> None:
     subject = _subject(store)
     clerk = _ConcurrentClerk(store, subject, edits=1)
-    connector = _connector(server, transport=clerk)
+    connector = sap_connector(server, transport=clerk)
 
     outcome = connector.erase(_keys(subject), idempotency_key="req-1:erp")
 
@@ -251,7 +231,9 @@ def test_sap_connector_gives_up_after_a_second_stale_etag(
     store: SapStore, server: EmulatorServer
 ) -> None:
     subject = _subject(store)
-    connector = _connector(server, transport=_ConcurrentClerk(store, subject, edits=2))
+    connector = sap_connector(
+        server, transport=_ConcurrentClerk(store, subject, edits=2)
+    )
 
     with pytest.raises(ConnectorError) as caught:
         connector.erase(_keys(subject), idempotency_key="req-1:erp")
@@ -279,7 +261,7 @@ def test_sap_connector_rate_limit_is_transient_with_retry_after(
     store: SapStore, server: EmulatorServer
 ) -> None:
     subject = _subject(store)
-    sap = _connector(server, max_attempts=1)
+    sap = sap_connector(server, max_attempts=1)
     server.faults.add("429", SERVICE_ROOT, retry_after=7)
 
     with pytest.raises(TransientConnectorError) as caught:
@@ -295,7 +277,7 @@ def test_sap_connector_server_error_mid_erase_is_transient_and_not_done(
     store: SapStore, server: EmulatorServer
 ) -> None:
     subject = _subject(store)
-    sap = _connector(server, max_attempts=1)
+    sap = sap_connector(server, max_attempts=1)
     server.faults.add("500", SERVICE_ROOT + "/A_BusinessPartner(", method="PATCH")
 
     with pytest.raises(TransientConnectorError) as caught:
@@ -315,7 +297,7 @@ def test_sap_connector_timeout_is_transient(
     store: SapStore, server: EmulatorServer
 ) -> None:
     subject = _subject(store)
-    connector = _connector(server, timeout=0.2, max_attempts=1)
+    connector = sap_connector(server, timeout=0.2, max_attempts=1)
     server.faults.add("timeout", SERVICE_ROOT, delay=0.5)
 
     with pytest.raises(TransientConnectorError) as caught:
@@ -329,7 +311,7 @@ def test_sap_connector_wrong_base_url_is_config_error(
     store: SapStore, server: EmulatorServer
 ) -> None:
     subject = _subject(store)
-    connector = _connector(
+    connector = sap_connector(
         server, base_url=server.base_url + "/sap/opu/odata/sap/API_BP"
     )
 
@@ -343,7 +325,7 @@ def test_sap_connector_wrong_base_url_is_config_error(
 def test_sap_connector_wrong_password_is_config_error(
     store: SapStore, server: EmulatorServer
 ) -> None:
-    connector = _connector(server, password="wrong")
+    connector = sap_connector(server, password="wrong")
 
     with pytest.raises(ConfigError) as caught:
         connector.find_partners(ext_ids=["0035g00000AbCdEAAV"])
@@ -391,13 +373,13 @@ def test_sap_connector_confirm_absent_needs_the_business_partner_service(
         return JSONResponse({"error": error}, status_code=404)
 
     with EmulatorServer(other) as elsewhere:
-        wrong_service = _connector(
+        wrong_service = sap_connector(
             elsewhere, base_url=elsewhere.base_url + "/sap/opu/odata/sap/API_OTHER"
         )
         with pytest.raises(ConfigError, match="API_BUSINESS_PARTNER"):
             wrong_service.confirm_absent(_keys("9999999"))
         wrong_service.close()
-    html = _connector(server, base_url=server.base_url + "/sap/opu/odata/sap/API_BP")
+    html = sap_connector(server, base_url=server.base_url + "/sap/opu/odata/sap/API_BP")
     with pytest.raises(ConfigError, match="base_url") as caught:
         html.confirm_absent(_keys("9999999"))
     html.close()
@@ -409,7 +391,7 @@ def test_sap_connector_confirm_absent_faults_are_transient(
     store: SapStore, server: EmulatorServer
 ) -> None:
     subject = _subject(store)
-    sap = _connector(server, max_attempts=1)
+    sap = sap_connector(server, max_attempts=1)
     server.faults.add("429", SERVICE_ROOT + "/A_BusinessPartner(", retry_after=4)
     with pytest.raises(TransientConnectorError) as caught:
         sap.confirm_absent(_keys(subject))

@@ -23,9 +23,9 @@ from lethe.emulators.sap import BILLING_ROOT, SERVICE_ROOT, SapStore, create_app
 from lethe.errors import ConfigError, TransientConnectorError
 from lethe.estate import jobs
 from lethe.estate.people import billing_history, from_sample_data
+from tests._sap import PASSWORD, USER, sap_connector
 from tests._servers import Served, serve
 
-USER, PASSWORD = "COMM_USER", "s3cret"
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = Path(os.environ.get("LETHE_SAMPLE_DATA", REPO.parent / "shared" / "data"))
 SFLIGHT = SAMPLE_DATA / "erp" / "sap-cap-sflight"
@@ -37,26 +37,6 @@ def served() -> Iterator[Served[SapStore]]:
     yield from serve(
         store, create_app(store, username=USER, password=PASSWORD, page_size=2)
     )
-
-
-def _connector(
-    server: EmulatorServer, **options: object
-) -> SapBusinessPartnerConnector:
-    settings: dict[str, object] = {
-        "system": "erp",
-        "base_url": server.base_url + SERVICE_ROOT,
-        "username": USER,
-        "password": PASSWORD,
-        "timeout": 2.0,
-    }
-    return SapBusinessPartnerConnector(**{**settings, **options})  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def sap(server: EmulatorServer) -> Iterator[SapBusinessPartnerConnector]:
-    connector = _connector(server)
-    yield connector
-    connector.close()
 
 
 @pytest.fixture
@@ -301,7 +281,7 @@ def test_sap_documents_rate_limits_and_server_errors_are_retried(
     partner = _partner(store)
     store.add_billing_document(partner, "2024-01-31")
     sleeps: list[float] = []
-    sap = _connector(server, max_attempts=3, sleep=sleeps.append)
+    sap = sap_connector(server, max_attempts=3, sleep=sleeps.append)
     seen = len(server.faults.injected)
     server.faults.add("429", BILLING_ROOT, retry_after=2)
     server.faults.add("503", BILLING_ROOT)
@@ -319,7 +299,7 @@ def test_sap_documents_failing_service_stops_erase_before_any_write(
 ) -> None:
     partner = _partner(store)
     before = store.checksum()
-    sap = _connector(server, max_attempts=2, sleep=lambda _: None)
+    sap = sap_connector(server, max_attempts=2, sleep=lambda _: None)
     seen = len(server.faults.injected)
     server.faults.add("503", BILLING_ROOT, times=5)
 
@@ -344,7 +324,7 @@ def test_sap_documents_wrong_service_path_is_config_error(
     partner = _partner(store)
     store.add_billing_document(partner, "2024-01-31")
     before = store.checksum()
-    sap = _connector(server, billing_base_url=server.base_url + path)
+    sap = sap_connector(server, billing_base_url=server.base_url + path)
 
     with pytest.raises(ConfigError, match="billing_base_url") as caught:
         sap.erase(_keys(partner), idempotency_key="req-1:erp")
@@ -361,7 +341,7 @@ def test_sap_documents_can_be_switched_off(
     store.add_billing_document(partner, "2024-01-31")
     seen = len(server.faults.injected)
     server.faults.add("503", BILLING_ROOT, times=5)
-    sap = _connector(server, read_billing_documents=False)
+    sap = sap_connector(server, read_billing_documents=False)
 
     outcome = sap.erase(_keys(partner), idempotency_key="req-1:erp")
     sap.close()
