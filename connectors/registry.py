@@ -49,6 +49,11 @@ PLAN_METHODS: dict[str, dict[str, str | None]] = {
 VENDOR_SLA_DAYS: dict[str, int] = {"segment": 30, "mixpanel": 30, "amplitude": 30}
 
 
+# Kinds whose outcome reports ``dates["last_document"]`` (the ERP's billing
+# documents), which a retention rule ``from: last_document`` counts from.
+REPORTS_LAST_DOCUMENT = frozenset({"sap_business_partner"})
+
+
 def plan_actions(kind: str) -> frozenset[str]:
     """The plan actions a connector kind can perform (none for an unknown kind)."""
     return frozenset(PLAN_METHODS.get(kind, {}))

@@ -324,7 +324,7 @@ def defer_held(estate: Estate, request_id: str, system: str) -> SystemStep:
                 changed = True
             elif not holding and part.get("state") == DEFERRED:
                 # its holds ended (end date passed): it runs in a new round
-                part.update(state=PLANNED, held_by=[], round=part.get("round", 0) + 1)
+                part.update(state=PLANNED, held_by=[], round=next_round(parts))
                 changed = True
         if changed:
             step.parts = parts
@@ -354,7 +354,7 @@ def _free_parts(db: Session, released: set[str]) -> list[str]:
             if remaining:
                 part["held_by"] = sorted(remaining)
                 continue
-            part.update(state=PLANNED, held_by=[], round=part.get("round", 0) + 1)
+            part.update(state=PLANNED, held_by=[], round=next_round(parts))
             touched = True
         if touched:
             step.parts = parts
@@ -441,3 +441,9 @@ def _step(db: Session, request_id: str, system: str) -> SystemStep:
             SystemStep.request_id == request_id, SystemStep.system == system
         )
     ).one()
+
+
+def next_round(parts: dict[str, dict[str, Any]]) -> int:
+    """A round no part of the step has used: each release runs under attempts of
+    its own (``delete.r2``), never one an earlier release finished."""
+    return 1 + max((int(part.get("round") or 0) for part in parts.values()), default=0)

@@ -17,7 +17,9 @@ import lineage
 from erasure import audit
 from erasure.models import (
     AWAITING_APPROVAL,
+    DEFERRED,
     DENIED,
+    DONE,
     IN_PROGRESS,
     NEEDS_DISAMBIGUATION,
     NO_DATA,
@@ -27,11 +29,12 @@ from erasure.models import (
     SystemStep,
 )
 from erasure.requests import get, steps_of
+from erasure.steps import attempts_of
 from lethe import ledger
 from lethe.errors import InputError
 from lethe.estate.config import Estate
 from lethe.identity import salesforce_id_18
-from lethe.policy import STRENGTH
+from lethe.policy import EXECUTED_AS, STRENGTH
 from lethe.runtime import current
 from lethe.vault import SealedIdentity, utcnow
 
@@ -271,3 +274,50 @@ def lineage_digest(holdings: list[lineage.Holding]) -> str:
         for h in holdings
     ]
     return "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+
+
+def redecide(request_id: str, system: str, estate: Estate) -> SystemStep:
+    """Re-apply the current policy to a step's parts that have not run yet.
+
+    A request is planned under the policy of its first run; when the policy
+    file changed since (a wrong column fixed, say), the parts no attempt has
+    called a system for take the new decision, so a request is never stuck on
+    a rule that no longer exists. Finished and held parts keep theirs.
+    """
+    called = {a.action.split(".")[0] for a in attempts_of(request_id) if a.called}
+    with ledger.session() as db:
+        request = get(request_id, db)
+        step = db.exec(
+            select(SystemStep).where(
+                SystemStep.request_id == request.id, SystemStep.system == system
+            )
+        ).one()
+        if request.policy_digest == estate.policy.digest or not step.parts:
+            return step
+        parts = {name: dict(part) for name, part in step.parts.items()}
+        changed = []
+        for dataset, part in parts.items():
+            executed = EXECUTED_AS[str(part.get("action", step.planned_action))]
+            if part.get("state") in (DONE, DEFERRED) or executed in called:
+                continue
+            fresh = estate.policy.decide(system, dataset, request.regulation).as_json()
+            if {k: part.get(k) for k in fresh} != fresh:
+                part.update(fresh)
+                changed.append(dataset)
+        if not changed:
+            return step
+        step.parts = parts
+        step.planned_action = strongest([p["action"] for p in parts.values()]) or (
+            step.planned_action
+        )
+        request.policy_digest = estate.policy.digest
+        db.add(step)
+        db.add(request)
+    audit.append(
+        "plan.redecided",
+        request_id=request_id,
+        system=system,
+        datasets=changed,
+        policy_digest=estate.policy.digest,
+    )
+    return step

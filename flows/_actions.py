@@ -24,17 +24,10 @@ from connectors.base import Connector, Evidence, Outcome
 from connectors.registry import plan_method
 from erasure.models import DEFERRED, DONE, Request
 from lethe import ledger
-from lethe.policy import Retention
+from lethe.policy import EXECUTED_AS, Retention
 from lethe.runtime import current
 from lethe.vault import SealedIdentity, utcnow
 
-EXECUTED_AS = {
-    "delete": "delete",
-    "aggregate": "delete",
-    "anonymise": "anonymise",
-    "deidentify": "anonymise",
-    "retain": "retain",
-}
 PRE_IMAGE = "pre_image"
 _EPOCH = date(2000, 1, 1)
 

@@ -159,6 +159,7 @@ def _run_step(
     step = steps.load_step(request_id, system)
     if step.state == NO_DATA or (step.state == DONE and step.verified):
         return step.state
+    plan.redecide(request_id, system, estate)
     step = holds.defer_held(estate, request_id, system)
     keys = plan.keys_for(request_id, system)
     groups = _actions.groups(step.parts, step.planned_action, keys)

@@ -10,9 +10,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from connectors.registry import plan_actions, plan_method
+from connectors.registry import REPORTS_LAST_DOCUMENT, plan_actions, plan_method
 from lethe.errors import ConfigError
 from lethe.fides import is_known_category
+from lethe.logsafe import redact
 from lethe.policy import (
     ACTIONS,
     ANCHORS,
@@ -62,7 +63,7 @@ def parse(
     body = check.mapping(data, (), _TOP)
     if "version" not in body:
         raise lines.error(("version",), "missing: add version: 1 at the top")
-    if body["version"] != 1:
+    if type(body["version"]) is not int or body["version"] != 1:
         raise lines.error(("version",), "this lethe reads policy version 1")
     approval = check.mapping(body.get("approval") or {}, ("approval",), {"required"})
     required = approval.get("required", False)
@@ -239,6 +240,12 @@ class _Checker:
         basis = body.get("basis")
         if basis is not None:
             basis = self.text(basis, (*path, "basis"))
+            if redact(basis) != basis:  # a basis is signed into certificates
+                raise self.lines.error(
+                    (*path, "basis"),
+                    "names what looks like an e-mail address or phone number; a "
+                    "basis goes on certificates: name the law, not a person",
+                )
         retention = None
         if "retention" in body:
             if basis is None:
@@ -457,6 +464,17 @@ class _Checker:
                 f"{system!r} "
                 f"({kind}) needs fields: the columns to overwrite"
                 + (f" in {dataset!r}" if dataset else "")
+            )
+        retention = decision.retention
+        if (
+            retention
+            and retention.anchor == "last_document"
+            and (kind not in REPORTS_LAST_DOCUMENT)
+        ):
+            raise ConfigError(
+                f"{self.lines.full(decision.where)}: retention from last_document in "
+                f"system {system!r}: its connector ({kind}) reports no document "
+                "dates; count from erasure or receipt instead"
             )
         if decision.also_anonymise and method is None:
             raise ConfigError(

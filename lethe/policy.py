@@ -69,6 +69,14 @@ ACTIONS = ("delete", "anonymise", "retain", "deidentify", "aggregate")
 CCPA_ONLY = ("deidentify", "aggregate")
 REGULATIONS = ("gdpr", "ccpa")
 STRENGTH = {"delete": 0, "aggregate": 1, "deidentify": 2, "anonymise": 2, "retain": 3}
+# The connector action each plan action runs as (the attempt's action).
+EXECUTED_AS = {
+    "delete": "delete",
+    "aggregate": "delete",
+    "anonymise": "anonymise",
+    "deidentify": "anonymise",
+    "retain": "retain",
+}
 ANCHORS = ("last_document", "erasure", "receipt")
 STARTS = ("end_of_year", "same_day")
 STRATEGIES = ("placeholder",)
@@ -105,11 +113,11 @@ class Retention:
 
     def describe(self) -> str:
         period = ", ".join(
-            f"{n} {unit}"
+            f"{n} {unit}{'' if n == 1 else 's'}"
             for n, unit in (
-                (self.years, "years"),
-                (self.months, "months"),
-                (self.days, "days"),
+                (self.years, "year"),
+                (self.months, "month"),
+                (self.days, "day"),
             )
             if n
         )

@@ -710,3 +710,33 @@ def test_scheduled_flow_runs_what_an_ended_hold_deferred(
         assert release_expired_holds() == {}  # nothing left to run
     finally:
         e.servers.stop()
+
+
+def test_each_release_runs_in_a_round_of_its_own(home: Path, tmp_path: Path) -> None:
+    from erasure.models import SystemStep
+
+    _small_estate(tmp_path)
+    request = requests.submit(email="ada@example.org", regulation="gdpr", estate="t")
+    with ledger.session() as db:
+        db.add(
+            SystemStep(
+                request_id=request.id,
+                system="warehouse",
+                planned_action="delete",
+                state="deferred",
+                datasets=["a", "b"],
+                parts={
+                    "a": {"action": "delete", "state": "deferred", "held_by": ["h1"]},
+                    "b": {"action": "delete", "state": "deferred", "held_by": ["h2"]},
+                },
+            )
+        )
+    assert holds.free_parts(hold_ids=["h1"]) == [request.id]
+    with ledger.session() as db:
+        step = db.exec(select(SystemStep)).one()
+        step.parts = {**step.parts, "a": {**step.parts["a"], "state": "done"}}
+        db.add(step)
+    assert holds.free_parts(hold_ids=["h2"]) == [request.id]
+    with ledger.session() as db:
+        parts = db.exec(select(SystemStep)).one().parts
+    assert (parts["a"]["round"], parts["b"]["round"]) == (1, 2)

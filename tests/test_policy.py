@@ -636,3 +636,46 @@ def test_cli_policy_show_accepts_any_case_and_keeps_the_rule_readable(
         ("salesforce", "Contact"),
         ("warehouse", "crm.newsletter"),
     }
+
+
+@pytest.mark.parametrize(
+    ("rule", "fragment"),
+    [
+        (
+            "  - {system: warehouse, dataset: crm.newsletter, action: anonymise,"
+            " fields: [subscriber_id]}\n",
+            "the key column of 'crm.newsletter'",
+        ),
+        (
+            "  - {system: warehouse, dataset: crm.newsletter, action: retain,"
+            " basis: 'records of jane.doe@example.com', retention: {years: 1}}\n",
+            "name the law, not a person",
+        ),
+        (
+            "  - {system: warehouse, dataset: crm.newsletter, action: retain,"
+            " basis: 'AO §147', retention: {from: last_document, years: 1}}\n",
+            "reports no document dates",
+        ),
+    ],
+)
+def test_policy_refuses_what_would_strand_rows_or_sign_falsehoods(
+    tmp_path: Path, rule: str, fragment: str
+) -> None:
+    text = FIDES_POLICY.replace("rules:\n", "rules:\n" + rule)
+    with pytest.raises(ConfigError) as caught:
+        load_estate(_fides_estate(tmp_path, text))
+    assert f"{tmp_path / 'policy.yaml'}:" in str(caught.value)
+    assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("version", ["true", "1.0", "'1'"])
+def test_policy_version_must_be_the_number_one(tmp_path: Path, version: str) -> None:
+    text = FIDES_POLICY.replace("version: 1", f"version: {version}")
+    with pytest.raises(ConfigError, match="reads policy version 1"):
+        load_estate(_fides_estate(tmp_path, text))
+
+
+def test_retention_reads_in_words() -> None:
+    assert Retention("receipt", "same_day", years=1, days=2).describe() == (
+        "1 year, 2 days from the receipt"
+    )

@@ -112,6 +112,17 @@ def test_policy_naming_a_missing_column_changes_nothing_in_the_system(
     engine.dispose()
     assert raw == 1
 
+    # the officer fixes the policy: the parts that never ran take the new rule
+    policy.write_text(policy.read_text().replace("[emial]", "[full_name, email]"))
+    assert erase_requests([request.id]) == {request.id: "completed"}
+    after = _mart_row(e)
+    assert after is not None and after["email"] != before["email"]
+    shown = requests.describe(request.id)
+    mart = {s["system"]: s for s in shown["systems"]}["warehouse"]["parts"][
+        "mart.customer_summary"
+    ]
+    assert mart["fields"] == ["email", "full_name"] and mart["state"] == "done"
+
 
 def test_anonymise_verification_fails_when_values_stayed(
     home: Path, tmp_path: Path

@@ -145,7 +145,7 @@ def _policy(
             "(policy: policy.yaml, relative to the estate file)"
         )
     file = path.parent / named
-    return load_policy(
+    policy = load_policy(
         file,
         kinds,
         datasets,
@@ -153,6 +153,25 @@ def _policy(
         categories=categories,
         name=_short_name(file, path.parent),
     )
+    _keys_stay(policy, systems, file)
+    return policy
+
+
+def _keys_stay(policy: Policy, systems: Mapping[str, Any], file: Path) -> None:
+    """No rule anonymises a dataset's key column: lethe finds the rows by it, so
+    overwriting it would strand the rest of the row, unverifiable."""
+    for rule in policy.rules:
+        tables = (systems.get(rule.system) or {}).get("tables") or {}
+        for dataset, table in tables.items():
+            if rule.dataset not in (None, dataset) or not isinstance(table, Mapping):
+                continue
+            key = table.get("key_column")
+            if key in rule.fields:
+                where = rule.where.replace(file.name, str(file), 1)
+                raise ConfigError(
+                    f"{where}: fields names {key!r}, the key column of {dataset!r}: "
+                    "lethe finds the subject's rows by it; anonymise other columns"
+                )
 
 
 def _fides_categories(systems: Mapping[str, Any]) -> dict[str, list[str]]:
