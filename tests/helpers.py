@@ -110,3 +110,17 @@ def forms_of(value: str) -> list[bytes]:
             )
         }
     )
+
+
+# Job manifests lineage capture must refuse: a time that is no time, a dataset
+# without its system, and no job at all.
+BAD_MANIFESTS = [
+    {"job": "x", "run_id": "r", "finished_at": "yesterday", "outputs": []},
+    {
+        "job": "x",
+        "run_id": "r",
+        "finished_at": "2026-12-01T00:00:00",
+        "outputs": [{"dataset": "no-system-prefix", "records": []}],
+    },
+    {"run_id": "r"},
+]

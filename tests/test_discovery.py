@@ -266,17 +266,19 @@ def _plant(url: str) -> Planted:
     return planted
 
 
+def _scanner(url: str) -> WarehouseConnector:
+    """A warehouse connector whose only datasets are the real Fides example's."""
+    return WarehouseConnector(
+        system="warehouse", url=url, tables={}, fides_datasets=[str(POSTGRES_EXAMPLE)]
+    )
+
+
 @needs_fides
 def test_scan_finds_exactly_the_canarys_keys_in_each_annotated_table(
     warehouse_url: str,
 ) -> None:
     planted = _plant(warehouse_url)
-    connector = WarehouseConnector(
-        system="warehouse",
-        url=warehouse_url,
-        tables={},
-        fides_datasets=[str(POSTGRES_EXAMPLE)],
-    )
+    connector = _scanner(warehouse_url)
     statements: list[str] = []
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -306,12 +308,7 @@ def test_scan_for_nobody_finds_nothing_and_erases_what_it_found(
     warehouse_url: str,
 ) -> None:
     planted = _plant(warehouse_url)
-    connector = WarehouseConnector(
-        system="warehouse",
-        url=warehouse_url,
-        tables={},
-        fides_datasets=[str(POSTGRES_EXAMPLE)],
-    )
+    connector = _scanner(warehouse_url)
     try:
         assert connector.find_by_identity(emails=["nobody@example.org"]) == {}
         found = connector.find_by_identity(emails=[CANARY])

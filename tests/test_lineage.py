@@ -12,6 +12,7 @@ from lethe import ledger
 from lethe.errors import InputError
 from lethe.identity import normalize_email
 from lethe.runtime import current
+from tests.helpers import BAD_MANIFESTS
 
 ESTATE = "test-estate"
 CONTACT = "003000000000001AAA"
@@ -168,16 +169,7 @@ def test_keys_are_sealed_not_stored_in_clear(home: Path, tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     "bad",
-    [
-        {"job": "x", "run_id": "r", "finished_at": "yesterday", "outputs": []},
-        {
-            "job": "x",
-            "run_id": "r",
-            "finished_at": "2026-12-01T00:00:00",
-            "outputs": [{"dataset": "no-system-prefix", "records": []}],
-        },
-        {"run_id": "r"},
-    ],
+    BAD_MANIFESTS,
 )
 def test_bad_manifest_is_refused_and_nothing_stored(home: Path, bad: dict) -> None:
     vault = current().vault

@@ -17,6 +17,7 @@ from lethe.vault import Vault
 from lineage.bulk import record_manifest_bulk
 from lineage.models import CaptureRun, Copy
 from tests.conftest import postgres_database
+from tests.helpers import BAD_MANIFESTS
 
 ESTATE = "bulk-estate"
 EDGES = [
@@ -157,16 +158,7 @@ def test_bulk_capture_seals_keys(any_ledger: str) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [
-        {"job": "x", "run_id": "r", "finished_at": "yesterday", "outputs": []},
-        {
-            "job": "x",
-            "run_id": "r",
-            "finished_at": "2026-12-01T00:00:00",
-            "outputs": [{"dataset": "no-system-prefix", "records": []}],
-        },
-        {"run_id": "r"},
-    ],
+    BAD_MANIFESTS,
 )
 def test_bulk_capture_refuses_a_bad_manifest(any_ledger: str, bad: dict) -> None:
     vault = current().vault
